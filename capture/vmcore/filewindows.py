@@ -1,0 +1,98 @@
+"""Reading a large file through a few memory-mapped windows.
+
+/proc/vmcore is read far faster through ``mmap`` than through ``read()``
+(the kernel ioremaps every 4 KiB page for ``read()``; with mmap it maps large
+ranges at once), and a saved vmcore file reads the same way. Windows are
+released as reading moves on, so mapped pages never pile up in the crash
+kernel's small memory.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from collections import OrderedDict
+
+from capture.errors import NoDataError
+
+__all__ = ("FileWindows",)
+
+WINDOW_SIZE = 4 << 20
+"""Bytes per window: makedumpfile's MAP_REGION, big enough that mapping cost vanishes."""
+
+WINDOWS_KEPT = 4
+"""Windows kept mapped at once; the least recently used one is unmapped first."""
+
+
+class FileWindows:
+    """Byte ranges of one open file, read through LRU mmap windows.
+
+    Falls back to ``os.pread`` where the file cannot be mapped (some
+    filesystems, or a kernel before 3.11 for /proc/vmcore).
+    """
+
+    def __init__(self, fd: int, size: int, window_size: int = WINDOW_SIZE) -> None:
+        if window_size % mmap.ALLOCATIONGRANULARITY:
+            raise ValueError("window size must be a multiple of the mmap granularity")
+        self._fd = fd
+        self.size = size
+        self._window_size = window_size
+        self._windows: OrderedDict[int, mmap.mmap] = OrderedDict()
+        self._use_mmap = True
+
+    def read(self, offset: int, length: int) -> bytes:
+        """Return ``length`` bytes at ``offset``.
+
+        :raises NoDataError: if the range reaches past the end of the file
+            (a truncated vmcore).
+        """
+        if offset < 0 or length < 0 or offset + length > self.size:
+            raise NoDataError(
+                f"file offset {offset:#x}+{length:#x} is past the end of the file ({self.size:#x})"
+            )
+        if not self._use_mmap:
+            return self._pread(offset, length)
+        parts = []
+        while length:
+            base = offset - offset % self._window_size
+            window = self._window(base)
+            if window is None:
+                parts.append(self._pread(offset, length))
+                break
+            start = offset - base
+            take = min(length, len(window) - start)
+            parts.append(window[start : start + take])
+            offset += take
+            length -= take
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def close(self) -> None:
+        """Unmap every window."""
+        for window in self._windows.values():
+            window.close()
+        self._windows.clear()
+
+    def _window(self, base: int) -> mmap.mmap | None:
+        window = self._windows.get(base)
+        if window is not None:
+            self._windows.move_to_end(base)
+            return window
+        # Never map past the end of the file: touching such a page is SIGBUS.
+        length = min(self._window_size, self.size - base)
+        try:
+            window = mmap.mmap(self._fd, length, prot=mmap.PROT_READ, offset=base)
+        except (OSError, ValueError):
+            self._use_mmap = False
+            self.close()
+            return None
+        self._windows[base] = window
+        if len(self._windows) > WINDOWS_KEPT:
+            _, oldest = self._windows.popitem(last=False)
+            oldest.close()
+        return window
+
+    def _pread(self, offset: int, length: int) -> bytes:
+        data = os.pread(self._fd, length, offset)
+        if len(data) != length:
+            raise NoDataError(f"short read at file offset {offset:#x}: the file shrank")
+        return data

@@ -1,0 +1,77 @@
+"""A vmcore described in a few facts: what ``kdump-capture info`` prints.
+
+Each fact is gathered on its own, so a corrupt part of the dump costs only the
+facts that depend on it; the failures are returned beside what was found.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from capture.errors import CaptureError
+from capture.vmcore.kernel import Vmcore
+from capture.vmcore.memmap import MemMap
+
+__all__ = ("Summary", "summarize")
+
+T = TypeVar("T")
+
+
+@dataclass
+class Summary:
+    """Facts about a vmcore; a fact that could not be read is None."""
+
+    release: str | None = None
+    crash_time: int | None = None
+    cpus: int | None = None
+    page_size: int | None = None
+    ram_pages: int | None = None
+    ram_ranges: list[list[int]] = field(default_factory=list)
+    memory_model: str | None = None
+    vmemmap: int | None = None
+    phys_base: int | None = None
+    machine: str | None = None
+    nodename: str | None = None
+    version: str | None = None
+    problems: list[str] = field(default_factory=list)
+    """What could not be read, one line each."""
+
+    def as_json(self) -> dict[str, Any]:
+        """The JSON object of ``info --json``."""
+        facts = dict(self.__dict__)
+        del facts["problems"]
+        return facts
+
+
+def summarize(vmcore: Vmcore) -> Summary:
+    """Gather every fact that can be read from ``vmcore``."""
+    summary = Summary()
+    summary.page_size = _try(summary, lambda: vmcore.page_size)
+    summary.cpus = _try(summary, lambda: vmcore.cpus)
+    ranges = vmcore.ram_ranges()
+    summary.ram_ranges = [[start, end] for start, end in ranges]
+    summary.ram_pages = sum(end - start for start, end in ranges)
+    summary.release = _try(summary, lambda: vmcore.info.osrelease)
+    summary.crash_time = _try(summary, lambda: vmcore.info.crashtime)
+    summary.phys_base = _try(summary, lambda: vmcore.translator.phys_base)
+    uts = _try(summary, lambda: vmcore.utsname)
+    if uts is not None:
+        summary.release = summary.release or uts.release
+        summary.machine, summary.nodename, summary.version = uts.machine, uts.nodename, uts.version
+    memmap = _try(summary, lambda: MemMap(vmcore))
+    if memmap is not None:
+        summary.memory_model, summary.vmemmap = memmap.model, memmap.vmemmap
+        summary.problems.extend(memmap.problems)
+    return summary
+
+
+def _try(summary: Summary, read: Callable[[], T]) -> T | None:
+    try:
+        return read()
+    except CaptureError as error:
+        message = str(error)
+        if message not in summary.problems:
+            summary.problems.append(message)
+        return None
