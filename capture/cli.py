@@ -56,24 +56,32 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
-        "--debug", dest="log_level", action="store_const", const=logging.DEBUG,
-        default=logging.WARNING, help="log what the engine does",
+        "--debug",
+        dest="log_level",
+        action="store_const",
+        const=logging.DEBUG,
+        default=logging.WARNING,
+        help="log what the engine does",
     )
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
 
     dmesg = commands.add_parser(
-        "dmesg", help="save the crashed kernel's log",
+        "dmesg",
+        help="save the crashed kernel's log",
         description="Write the crashed kernel's log as makedumpfile --dump-dmesg does.",
     )
     dmesg.add_argument("vmcore", metavar="VMCORE", help="/proc/vmcore or a saved vmcore")
-    dmesg.add_argument("output", metavar="OUTPUT", nargs="?", help="file to write (default: stdout)")
+    dmesg.add_argument(
+        "output", metavar="OUTPUT", nargs="?", help="file to write (default: stdout)"
+    )
     dmesg.add_argument(
         "--caller-id", action="store_true", help="add the [T<pid>]/[C<cpu>] caller column"
     )
     dmesg.set_defaults(command=_dmesg)
 
     info = commands.add_parser(
-        "info", help="describe a vmcore",
+        "info",
+        help="describe a vmcore",
         description="Print the crashed kernel's release, crash time, CPUs and memory layout.",
     )
     info.add_argument("vmcore", metavar="VMCORE", help="/proc/vmcore or a saved vmcore")

@@ -158,7 +158,9 @@ class Vmcore:
                 yield from self._salvage(vaddr, paddr, step)
             vaddr += step
 
-    def _salvage(self, vaddr: int, paddr: int, size: int) -> Iterator[tuple[int, bytes | None, int]]:
+    def _salvage(
+        self, vaddr: int, paddr: int, size: int
+    ) -> Iterator[tuple[int, bytes | None, int]]:
         """Read a physically contiguous range page by page, marking the holes."""
         end = paddr + size
         while paddr < end:
@@ -182,11 +184,13 @@ class Vmcore:
         if offset is None:
             offset = _UTS_NAME_OFFSET_BEFORE_5_11
         raw = self.read_virt(base + offset, _UTS_FIELD * len(_UTS_FIELDS))
-        fields = [
-            raw[i * _UTS_FIELD : (i + 1) * _UTS_FIELD].split(b"\0", 1)[0].decode("utf-8", "replace")
-            for i in range(len(_UTS_FIELDS))
-        ]
-        return Utsname(*fields, raw=raw)
+        fields = {
+            name: raw[i * _UTS_FIELD : (i + 1) * _UTS_FIELD]
+            .split(b"\0", 1)[0]
+            .decode("utf-8", "replace")
+            for i, name in enumerate(_UTS_FIELDS)
+        }
+        return Utsname(**fields, raw=raw)
 
     def ram_ranges(self) -> list[tuple[int, int]]:
         """RAM as merged ``[start_pfn, end_pfn)`` ranges, each pfn once.

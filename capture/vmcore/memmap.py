@@ -10,6 +10,7 @@ FLATMEM (one ``mem_map`` array) and classic SPARSEMEM are handled too.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections import Counter
 from collections.abc import Iterator
@@ -145,10 +146,8 @@ class MemMap:
         # VMCOREINFO exports the root array's address; a vmlinux-style value is
         # the address of the pointer to it. Try the first, then dereference once.
         attempts = [symbol]
-        try:
+        with contextlib.suppress(NoDataError):
             attempts.append(vmcore.read_u64(symbol))
-        except NoDataError:
-            pass
         reasons = []
         for root_array in attempts:
             try:

@@ -13,6 +13,7 @@ import struct
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from capture.errors import CorruptError
 from capture.vmcore.vmcoreinfo import VmcoreInfo
@@ -119,12 +120,12 @@ class PageColumns:
         """The little-endian u32 at ``offset`` in every struct page."""
         return self._column(offset, 4, "I")
 
-    def _column(self, offset: int, width: int, code: str) -> Sequence[int]:
+    def _column(self, offset: int, width: int, code: Literal["Q", "I"]) -> Sequence[int]:
         size = self.layout.size
         if offset < 0 or offset + width > size:
             raise ValueError(f"field at {offset}+{width} lies outside struct page")
         if sys.byteorder == "little" and size % width == 0 and offset % width == 0:
-            view = memoryview(self.raw).cast(code)
+            view: memoryview[int] = memoryview(self.raw).cast(code)
             return view[offset // width :: size // width]
         # Slow path for layouts no x86_64 kernel has; kept for other architectures.
         unpack = struct.Struct("<" + code).unpack_from

@@ -167,7 +167,10 @@ def _read_lockless(vmcore: Vmcore, log: KernelLog) -> None:
     text_at = ring_struct.offset("text_data_ring")
     count = 1 << _bits(_u(prb, descs_at + desc_ring.offset("count_bits"), 4), "descriptor")
     size = 1 << _bits(_u(prb, text_at + data_ring.offset("size_bits"), 4), "text data")
-    desc_size, info_size = _Struct(info, ("prb_desc",)).size(), _Struct(info, ("printk_info",)).size()
+    desc_size, info_size = (
+        _Struct(info, ("prb_desc",)).size(),
+        _Struct(info, ("printk_info",)).size(),
+    )
     ring = _LocklessRing(
         info=info,
         descs=vmcore.read_virt(_u(prb, descs_at + desc_ring.offset("descs"), 8), count * desc_size),
@@ -256,7 +259,11 @@ def _read_variable_length(vmcore: Vmcore, log: KernelLog) -> None:
     info = vmcore.info
     header = _Struct(info, ("printk_log", "log"))  # "struct log" until Linux 3.11
     header_size = header.size()
-    len_at, text_len_at, ts_at = header.offset("len"), header.offset("text_len"), header.offset("ts_nsec")
+    len_at, text_len_at, ts_at = (
+        header.offset("len"),
+        header.offset("text_len"),
+        header.offset("ts_nsec"),
+    )
     caller_at = header.offset("caller_id") if header.has("caller_id") else None
     buf_len = vmcore.read_u32(_symbol(info, "log_buf_len"))
     if not 0 < buf_len <= _MAX_RING_BYTES:
