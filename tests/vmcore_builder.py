@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 MASK64 = (1 << 64) - 1
@@ -182,7 +182,7 @@ class VmcoreBuilder:
                  memory_model: str = "sparsemem_vmemmap",
                  vmemmap_base: int | None = None,
                  log: str = "lockless",
-                 release: str = "6.1.0-test",
+                 release: str | None = None,
                  cpus: int = 2,
                  crashtime: int | None = 1700000000,
                  page_size: int = 4096,
@@ -193,12 +193,17 @@ class VmcoreBuilder:
                  prb_initial_id: int | None = None,
                  log_buf_len: int = 1 << 14,
                  log_align: int = 8,
-                 log_caller_id: bool = True) -> None:
+                 log_caller_id: bool = True,
+                 uts_name_offset: int | None = 0) -> None:
         self.ram = sorted((int(s), int(e)) for s, e in ram)
         self.kernel_paddr, self.kernel_size = kernel_paddr, kernel_size
         self.kaslr_offset, self.levels, self.sme_mask = kaslr_offset, levels, sme_mask
         self.direct_map_page, self.vmemmap_page = direct_map_page, vmemmap_page
-        self.memory_model, self.log, self.release = memory_model, log, release
+        self.memory_model, self.log = memory_model, log
+        # Readers (and makedumpfile) pick the printk format partly by version,
+        # so the default release matches the era of the chosen log format.
+        self.release = release if release is not None else _DEFAULT_RELEASE.get(log, "6.1.0-test")
+        self.uts_name_offset = uts_name_offset
         self.cpus, self.crashtime, self.page_size = cpus, crashtime, page_size
         self.section_flags = section_flags
         self.prb_count_bits, self.prb_size_bits = prb_count_bits, prb_size_bits
@@ -371,7 +376,8 @@ class VmcoreBuilder:
         self.mem_map = 0
         self.memmap_paddr = 0
         self.top_table_paddr = 0
-        self.table_paddrs: list[int] = []
+        self.table_paddrs: list[int] = []  # every page-table page below the top one
+        self.reserved: tuple[int, int] = (0, 0)  # [start, end) of what the builder allocated
         self._vmemmap = 0
         self._holes = []
         self._pfns_per_section = 1 << (SECTION_SIZE_BITS - 12)
@@ -598,6 +604,9 @@ class VmcoreBuilder:
     def _write_uts(self) -> None:
         fields = ["Linux", "synthetic", self.release, "#1 SMP", "x86_64", "(none)"]
         blob = b"".join(f.encode()[:64].ljust(65, b"\0") for f in fields)
+        # None = before 5.11: no OFFSET key, name right after a 4-byte kref.
+        pad = 4 if self.uts_name_offset is None else self.uts_name_offset
+        blob = struct.pack("<I", 3)[:pad].ljust(pad, b"\0") + blob
         self._mem.write(self._kvar("init_uts_ns", len(blob)), blob)
         self.symbols["init_top_pgt"] = self._kva(self.top_table_paddr)
         self.symbols["swapper_pg_dir"] = self.symbols["init_top_pgt"]
@@ -651,7 +660,9 @@ class VmcoreBuilder:
             self._write_prb_data(data, size, rid, blocks[i], rec.text)
             state = rec.state if valid[i] else DESC_REUSABLE
             self._write_prb_desc(descs, infos, count, rid, state, blocks[i], rec, i)
-        self.expected_log = [r for r, ok in zip(self._records, valid, strict=True) if ok]
+        # What a correct reader prints: surviving records in committed/finalized state.
+        self.expected_log = [r for r, ok in zip(self._records, valid, strict=True)
+                             if ok and r.state in (DESC_COMMITTED, DESC_FINALIZED)]
         head_id, tail_id = self._prb_head_tail(descs, infos, count, first_id, keep_from)
         tail_lpos = next((blocks[i][0] for i in range(n) if valid[i]
                           and blocks[i][0] != NO_LPOS), head_lpos)
@@ -786,8 +797,10 @@ class VmcoreBuilder:
     def _base_vmcoreinfo(self) -> list[str]:
         sym = self.symbols
         lines = [f"OSRELEASE={self.release}", f"PAGESIZE={self.page_size}",
-                 f"SYMBOL(init_uts_ns)={sym['init_uts_ns']:x}", "OFFSET(uts_namespace.name)=0",
-                 f"SYMBOL(swapper_pg_dir)={sym['swapper_pg_dir']:x}"]
+                 f"SYMBOL(init_uts_ns)={sym['init_uts_ns']:x}"]
+        if self.uts_name_offset is not None:
+            lines.append(f"OFFSET(uts_namespace.name)={self.uts_name_offset}")
+        lines.append(f"SYMBOL(swapper_pg_dir)={sym['swapper_pg_dir']:x}")
         lines += self._memmap_vmcoreinfo()
         lines += [f"SIZE(page)={STRUCT_PAGE_SIZE}"]
         lines += [f"OFFSET(page.{k})={v}" for k, v in PAGE_OFF.items()]
@@ -912,6 +925,8 @@ def _ehdr(phnum: int) -> bytes:
     return ident + struct.pack("<HHIQQQIHHHHHH", 4, 62, 1, 0, 64, 0, 0, 64, 56, phnum, 0, 0, 0)
 
 
+_DEFAULT_RELEASE = {"lockless": "6.1.0-test", "legacy": "5.4.0-test", "plain": "2.6.32-test"}
+
 # SIZE/OFFSET lines of the lockless ring, exactly as a 6.1 kernel's
 # log_buf_vmcoreinfo_setup() emits them.
 _PRB_LINES = [
@@ -936,4 +951,4 @@ _PRB_LINES = [
 ]
 
 
-__all__ = ["LogRecord", "Mapping", "StructPage", "VmcoreBuilder", "field"]
+__all__ = ["LogRecord", "Mapping", "StructPage", "VmcoreBuilder"]
