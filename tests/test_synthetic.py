@@ -249,3 +249,61 @@ def test_dmesg_equals_real_makedumpfile(tmp_path, options) -> None:
     ours = tmp_path / "ours.txt"
     assert main(["dmesg", path, str(ours)]) == 0
     assert ours.read_bytes() == reference.read_bytes()
+
+
+def test_six_section_flag_bits_are_masked(tmp_path) -> None:
+    # Linux 6.15 (SECTION_IS_VMEMMAP_PREINIT) uses bit 5; makedumpfile masks only 5 bits.
+    builder = VmcoreBuilder(section_flags=0x3F)
+    builder.set_page(777, StructPage(flags=0x1234))
+    path = build(tmp_path, builder)
+    with Vmcore(path) as vmcore:
+        memmap = MemMap(vmcore)
+        assert memmap.vmemmap == builder.vmemmap
+        [run] = list(memmap.columns(777, 778))
+        assert run.flags[0] == 0x1234
+
+
+def test_unmapped_vmemmap_page_costs_only_its_pfns(tmp_path) -> None:
+    builder = VmcoreBuilder(vmemmap_page="4K")
+    builder.set_page(1100, StructPage(flags=0x55))
+    builder.build()
+    builder.unmap(builder.struct_page_addr(1000) or 0)  # pfns 960-1023 lose their struct pages
+    builder.build()
+    path = build(tmp_path, builder)
+    with Vmcore(path) as vmcore:
+        runs = list(MemMap(vmcore).columns(900, 1200))
+    covered = [pfn for run in runs for pfn in range(run.start_pfn, run.end_pfn)]
+    assert covered == [*range(900, 960), *range(1024, 1200)]
+    after = next(run for run in runs if run.start_pfn == 1024)
+    assert after.flags[1100 - 1024] == 0x55
+
+
+def test_section_disagreeing_with_vmemmap_is_dropped(tmp_path) -> None:
+    ram = [(0x1000, 0x9F000), (0x100000, 32 << 20), (0x10000000, 0x10000000 + (16 << 20))]
+    builder = VmcoreBuilder(ram=ram)
+    path = build(tmp_path, builder)
+    with Vmcore(path) as vmcore:
+        root = vmcore.read_u64(vmcore.info.symbol("mem_section") or 0)
+    section2 = builder.virt_to_phys(root + 2 * 32)
+    assert section2 is not None
+    builder.write_phys(section2, (0xFFFF888012340000 | 3).to_bytes(8, "little"))
+    builder.build()
+    builder.write(path)
+    with Vmcore(path) as vmcore:
+        memmap = MemMap(vmcore)
+        assert memmap.vmemmap == builder.vmemmap
+        assert len(memmap.problems) == 1 and "mem_section 2" in memmap.problems[0]
+        assert memmap.page_address(0x10000) is None  # section 2's pages stay unfiltered
+        # Section 0 whole (vmemmap backs all of it); section 1 absent; section 2 dropped.
+        assert sum(run.count for run in memmap.columns(0, memmap.max_pfn)) == 32768
+
+
+def test_no_vmcoreinfo_note(tmp_path) -> None:
+    image = VmcoreBuilder().build().replace(b"VMCOREINFO\0", b"VMCOREINFX\0", 1)
+    path = tmp_path / "novmcoreinfo"
+    path.write_bytes(image)
+    result = run_cli("dmesg", str(path))
+    assert result.returncode == 1
+    assert result.stderr.decode().splitlines() == [
+        f"error: {path}: no VMCOREINFO note: this is not a kernel crash dump"
+    ]

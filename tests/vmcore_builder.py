@@ -218,7 +218,7 @@ class VmcoreBuilder:
         self.max_pfn = _roundup(max(e for _, e in self.ram), page_size) // page_size
         self.vmcoreinfo_overrides: dict[str, str | None] = {}
         self.vmcoreinfo_extra: list[str] = []
-        self._user_mem = PhysMem(page_size)
+        self._user_writes: list[tuple[int, bytes]] = []
         self._user_pages: dict[int, StructPage] = {}
         self._records: list[LogRecord] = []
         self._hooks: list[Callable[[], None]] = []
@@ -280,7 +280,7 @@ class VmcoreBuilder:
 
     def write_phys(self, paddr: int, data: bytes) -> None:
         """Arbitrary physical content; applied after the builder's own structures."""
-        self._user_mem.write(paddr, data)
+        self._user_writes.append((paddr, bytes(data)))
 
     def set_page(self, pfn: int, page: StructPage) -> None:
         if not 0 <= pfn < self.max_pfn:
@@ -400,8 +400,9 @@ class VmcoreBuilder:
         self.reserved = (rstart, self._ralloc.cur)
         for pfn, page in sorted(self._user_pages.items()):
             self._write_struct_page(pfn, page)
-        for pfn, buf in self._user_mem.pages.items():
-            self._mem.pages[pfn] = bytearray(buf)
+        # Only the bytes written, not whole pages: a poke must not wipe its neighbours.
+        for paddr, data in self._user_writes:
+            self._mem.write(paddr, data)
         for hook in self._hooks:
             hook()
         return self._mem

@@ -200,19 +200,27 @@ class MemMap:
         return length == -(-nr_mem_sections // per_root)
 
     def _find_vmemmap(self, sparse: _Sparse) -> int | None:
-        """The vmemmap base, if the present sections agree on one.
+        """The vmemmap base, or None for classic SPARSEMEM.
 
-        Classic SPARSEMEM sections each encode a different base, or (a lone
-        section) the address of its array in the direct map; vmemmap sections
-        all encode ``vmemmap_base``, outside the direct map. Sections that
-        disagree with a clear majority are corrupt: they are dropped (their
-        pages stay unfiltered) and reported.
+        Classic SPARSEMEM sections point at arrays allocated in the direct
+        map; vmemmap sections all encode ``vmemmap_base`` and point outside
+        it. A majority decides (a tie goes to vmemmap, which every x86_64
+        distribution kernel uses), ``SYMBOL(vmemmap)`` (Linux 6.9+) settles
+        it outright. Sections that disagree are corrupt: they are dropped,
+        so their pages stay unfiltered, and reported.
         """
-        counts = Counter(sparse.bases.values())
-        best, votes = counts.most_common(1)[0]
-        if self._vmcore.translator.in_direct_map(best):
-            return None
-        if votes * 2 <= len(sparse.bases) and self._vmcore.info.symbol("vmemmap") != best:
+        translator, size = self._vmcore.translator, self.layout.size
+        outside = [
+            base
+            for nr, base in sparse.bases.items()
+            if not translator.in_direct_map(base + (nr << sparse.pfn_shift) * size)
+        ]
+        exported = self._vmcore.info.symbol("vmemmap")
+        if exported is not None and exported in sparse.bases.values():
+            best = exported
+        elif outside and len(outside) * 2 >= len(sparse.bases):
+            best = Counter(outside).most_common(1)[0][0]
+        else:
             return None
         for nr, base in list(sparse.bases.items()):
             if base != best:
