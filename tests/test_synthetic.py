@@ -307,3 +307,22 @@ def test_no_vmcoreinfo_note(tmp_path) -> None:
     assert result.stderr.decode().splitlines() == [
         f"error: {path}: no VMCOREINFO note: this is not a kernel crash dump"
     ]
+
+
+def test_ram_segments_without_virtual_addresses(tmp_path) -> None:
+    """kexec-tools may leave p_vaddr 0: the direct map is then walked, not guessed."""
+    builder = VmcoreBuilder(page_offset=0xFFFF9ABC00000000)
+    builder.add_log(RECORDS)
+    image = bytearray(builder.build())
+    phnum = int.from_bytes(image[56:58], "little")
+    for index in range(phnum):
+        vaddr_at = 64 + 56 * index + 16
+        if int.from_bytes(image[vaddr_at : vaddr_at + 8], "little") < 0xFFFFFFFF80000000:
+            image[vaddr_at : vaddr_at + 8] = bytes(8)
+    path = tmp_path / "novaddr"
+    path.write_bytes(image)
+    with Vmcore(str(path)) as vmcore:
+        vaddr = builder.page_offset + 0x123456
+        assert vmcore.translator.mapping(vaddr)[0] == 0x123456
+        assert format_log(read_kernel_log(vmcore)) == EXPECTED_LOG
+        assert MemMap(vmcore).vmemmap == builder.vmemmap

@@ -70,17 +70,21 @@ def layout_from_vmcore(info: VmcoreInfo, segments: Iterable[LoadSegment]) -> X86
         ),
         None,
     )
+    page_offset = _page_offset_from_segments(segments)
+    ram_end = max((segment.end for segment in segments), default=0)
     top_table = None
     if top_symbol is not None and START_KERNEL_MAP <= top_symbol < START_KERNEL_MAP + image_size:
         top_table = top_symbol - START_KERNEL_MAP + phys_base
     return X86_64Layout(
-        page_offset=_page_offset_from_segments(segments, levels),
+        page_offset=page_offset if page_offset is not None else _default_page_offset(levels),
         phys_base=phys_base,
         kernel_image_size=image_size,
         levels=levels,
         sme_mask=info.number("sme_mask") or 0,
         top_table=top_table,
-        direct_map_size=_round_up(max((s.end for s in segments), default=0), 1 << 30),
+        # Without a PT_LOAD that shows page_offset (KASLR moves it), trust no
+        # fast path for the direct map: the page tables translate it correctly.
+        direct_map_size=0 if page_offset is None else _round_up(ram_end, 1 << 30),
     )
 
 
@@ -95,16 +99,17 @@ def _phys_base_from_segments(segments: list[LoadSegment]) -> int:
     return 0
 
 
-def _page_offset_from_segments(segments: list[LoadSegment], levels: int) -> int:
+def _page_offset_from_segments(segments: list[LoadSegment]) -> int | None:
     # makedumpfile takes the last direct-map segment; they all agree anyway.
     candidates = [
         segment.vaddr - segment.paddr
         for segment in segments
-        if 0xFFFF000000000000 <= segment.vaddr < START_KERNEL_MAP
-        or 0xFF00000000000000 <= segment.vaddr < START_KERNEL_MAP
+        if 0xFF00000000000000 <= segment.vaddr < START_KERNEL_MAP
     ]
-    if candidates:
-        return candidates[-1]
+    return candidates[-1] if candidates else None
+
+
+def _default_page_offset(levels: int) -> int:
     return _PAGE_OFFSET_5LEVEL if levels == 5 else _PAGE_OFFSET_4LEVEL
 
 
