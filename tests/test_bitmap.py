@@ -1,0 +1,47 @@
+"""The pfn bitmap against a plain list of booleans."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from capture.filter.bitmap import Bitmap
+
+operations = st.lists(
+    st.tuples(st.booleans(), st.integers(-8, 200_000), st.integers(0, 70_000)), max_size=12
+)
+
+
+def runs_of(bits: list[bool]) -> list[tuple[int, int]]:
+    runs, start = [], None
+    for index, bit in enumerate([*bits, False]):
+        if bit and start is None:
+            start = index
+        elif not bit and start is not None:
+            runs.append((start, index))
+            start = None
+    return runs
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 140_000), operations, st.integers(0, 2**80), st.integers(0, 139_999))
+def test_matches_a_list(size: int, ops, bits: int, at: int) -> None:
+    bitmap, model = Bitmap(size), [False] * size
+    for value, start, length in ops:
+        (bitmap.set_range if value else bitmap.clear_range)(start, start + length)
+        for index in range(max(0, start), min(size, start + length)):
+            model[index] = value
+    at %= size
+    bitmap.clear_bits(at, bits)
+    for index in range(80):
+        if bits >> index & 1 and at + index < size:
+            model[at + index] = False
+    assert bitmap.count() == sum(model)
+    assert list(bitmap.runs()) == runs_of(model)
+    assert bitmap.get_bits(at, 80) == sum(
+        1 << i for i in range(80) if at + i < size and model[at + i]
+    )
+    assert bytes(bitmap.data) == bytes(
+        sum(1 << bit for bit in range(8) if 8 * byte + bit < size and model[8 * byte + bit])
+        for byte in range(len(bitmap.data))
+    )
