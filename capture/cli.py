@@ -13,13 +13,16 @@ import sys
 from collections.abc import Callable, Sequence
 
 from capture import __version__
+from capture.dumpfile import CODECS, DumpOptions, dump_vmcore, rebuild
 from capture.errors import CaptureError
+from capture.filter import DumpLevel, parse_dump_level
+from capture.progress import ProgressLine, page_summary
 from capture.vmcore import Vmcore, format_log, read_kernel_log
 from capture.vmcore.summary import Summary, summarize
 
 __all__ = ("main",)
 
-EXIT_OK, EXIT_FAILURE, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
 
 log = logging.getLogger("capture")
 
@@ -32,16 +35,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run one command and return its exit status."""
     args = _parser().parse_args(argv)
     logging.basicConfig(format="%(levelname)s: %(message)s", level=args.log_level)
-    command: Callable[[argparse.Namespace], None] = args.command
+    command: Callable[[argparse.Namespace], int | None] = args.command
     try:
-        command(args)
+        status = command(args)
     except (_Failure, CaptureError) as error:
         print(f"error: {_subject(args)}{error}", file=sys.stderr)
         return EXIT_FAILURE
     except OSError as error:
         print(f"error: {error}", file=sys.stderr)
         return EXIT_FAILURE
-    return EXIT_OK
+    return EXIT_OK if status is None else status
 
 
 def _subject(args: argparse.Namespace) -> str:
@@ -87,7 +90,54 @@ def _parser() -> argparse.ArgumentParser:
     info.add_argument("vmcore", metavar="VMCORE", help="/proc/vmcore or a saved vmcore")
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.set_defaults(command=_info)
+    _add_dump_parser(commands)
+    rebuild = commands.add_parser(
+        "rebuild",
+        help="turn a flattened dump into a regular one",
+        description="Rebuild a flattened (-F) dump into a regular file, like makedumpfile -R.",
+    )
+    rebuild.add_argument("input", metavar="INPUT", help="flattened dump, or - for stdin")
+    rebuild.add_argument("output", metavar="OUTPUT", help="regular dump file to write")
+    rebuild.set_defaults(command=_rebuild)
     return parser
+
+
+def _add_dump_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    dump = commands.add_parser(
+        "dump",
+        help="write a filtered dump (kdump-compressed or ELF)",
+        description="Filter a vmcore's pages by dump level and write a dump file. "
+        "The flags mean what they mean to makedumpfile.",
+    )
+    dump.add_argument("vmcore", metavar="VMCORE", help="/proc/vmcore or a saved vmcore")
+    dump.add_argument("output", metavar="OUTPUT", help="dump file to write (- with -F: stdout)")
+    dump.add_argument(
+        "-d", dest="level", type=_dump_level, default=DumpLevel(31),
+        help="dump level 0-31: 1 zero, 2 cache, 4 private cache, 8 user data, 16 free (default 31)",
+    )  # fmt: skip
+    codecs = dump.add_mutually_exclusive_group()
+    for flag, name in (("-c", "zlib"), ("-l", "lzo"), ("-p", "snappy"), ("-z", "zstd")):
+        codecs.add_argument(
+            flag, dest="codec", action="store_const", const=name, help=f"compress with {name}"
+        )
+    codecs.add_argument("--compress", dest="codec", choices=sorted(CODECS), help="codec by name")
+    dump.add_argument("-E", dest="elf", action="store_true", help="write an ELF dump")
+    dump.add_argument(
+        "-F", dest="flattened", action="store_true", help="write the flattened format"
+    )
+    dump.add_argument(
+        "--num-threads", type=int, default=1, metavar="N",
+        help="accepted for makedumpfile compatibility; pages are compressed on one thread",
+    )  # fmt: skip
+    dump.add_argument("--report", metavar="FILE", help="write the page counts as JSON")
+    dump.set_defaults(command=_dump)
+
+
+def _dump_level(text: str) -> DumpLevel:
+    try:
+        return parse_dump_level(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _dmesg(args: argparse.Namespace) -> None:
@@ -103,6 +153,39 @@ def _dmesg(args: argparse.Namespace) -> None:
     if kernel_log.error is not None:
         kept = len(kernel_log.records)
         raise _Failure(f"{kernel_log.error} ({kept} records before it were saved)")
+
+
+def _dump(args: argparse.Namespace) -> int:
+    if args.elf and args.codec not in (None, "none"):
+        print("error: ELF dumps are not compressed: drop -E or the codec flag", file=sys.stderr)
+        return EXIT_USAGE
+    if args.output == "-" and not args.flattened:
+        print("error: only a flattened dump (-F) can go to stdout", file=sys.stderr)
+        return EXIT_USAGE
+    options = DumpOptions(
+        level=args.level, codec=args.codec or "zstd", elf=args.elf, flattened=args.flattened
+    )
+    progress = ProgressLine.factory(sys.stderr) if sys.stderr.isatty() else None
+    report = dump_vmcore(args.vmcore, args.output, options, progress)
+    print(page_summary(report), file=sys.stderr)
+    if args.report:
+        with open(args.report, "w") as file:
+            json.dump(report.as_json(), file, indent=2)
+            file.write("\n")
+    for problem in report.problems:
+        log.warning("%s: %s", args.vmcore, problem)
+    if report.outcome.incomplete:
+        print(f"error: {args.output}: the dump is INCOMPLETE (out of space)", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    return EXIT_OK
+
+
+def _rebuild(args: argparse.Namespace) -> None:
+    if args.input == "-":
+        rebuild(sys.stdin.buffer, args.output)
+    else:
+        with open(args.input, "rb") as stream:
+            rebuild(stream, args.output)
 
 
 def _info(args: argparse.Namespace) -> None:

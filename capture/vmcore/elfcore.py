@@ -99,6 +99,10 @@ class ElfCore:
             size -= take
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
+    def read_header(self, size: int) -> bytes:
+        """The first ``size`` bytes of the file (the ELF header, for writers that copy it)."""
+        return self._file.read(0, size)
+
     def read_pfn(self, pfn: int, page_size: int) -> bytes:
         """Read one whole page frame."""
         return self.read_phys(pfn * page_size, page_size)

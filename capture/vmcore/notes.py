@@ -26,6 +26,8 @@ class Note:
     desc: bytes
     offset: int
     """Offset of the note header within the blob."""
+    desc_offset: int
+    """Offset of the descriptor bytes within the blob."""
 
 
 def parse_notes(blob: bytes) -> list[Note]:
@@ -51,7 +53,7 @@ def parse_notes(blob: bytes) -> list[Note]:
                 f"only {len(blob) - name_at} remain"
             )
         name = blob[name_at : name_at + namesz].rstrip(b"\0")
-        notes.append(Note(name, note_type, blob[desc_at : desc_at + descsz], offset))
+        notes.append(Note(name, note_type, blob[desc_at : desc_at + descsz], offset, desc_at))
         offset = end
     return notes
 

@@ -1,0 +1,79 @@
+"""Per-page compression codecs of the kdump-compressed format.
+
+Each page is compressed on its own, as every reader expects, with exactly the
+stream format each reader decodes (spec/formats.md 4.1): zlib with its RFC
+1950 wrapper, raw LZO1X-1, raw snappy, one zstd frame. There is no LZ4: no
+reader knows a flag for it, and an unknown flag would be read as raw data.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import zstandard
+
+from capture.errors import UnsupportedError
+
+__all__ = ("CODECS", "Codec", "codec_by_name")
+
+Compress = Callable[[bytes], bytes]
+
+
+@dataclass(frozen=True)
+class Codec:
+    """One compression method and its page-descriptor flag."""
+
+    name: str
+    flag: int
+    """DUMP_DH_COMPRESSED_* bit: 0 means stored raw."""
+    make: Callable[[], Compress | None]
+    """A fresh compressor (one per thread), or None for no compression."""
+
+
+def _zlib() -> Compress:
+    # Level 1, as makedumpfile's Z_BEST_SPEED; zlib.compress keeps the wrapper.
+    return lambda page: zlib.compress(page, 1)
+
+
+def _zstd() -> Compress:
+    return zstandard.ZstdCompressor(level=1).compress
+
+
+def _lzo() -> Compress:
+    try:
+        import lzo  # type: ignore[import-not-found]
+    except ImportError:
+        raise UnsupportedError("the lzo codec needs python-lzo (pip install python-lzo)") from None
+    # Level 1 is lzo1x_1; False drops python-lzo's 5-byte header: readers want raw LZO.
+    return lambda page: bytes(lzo.compress(page, 1, False))
+
+
+def _snappy() -> Compress:
+    try:
+        import cramjam
+    except ImportError:
+        raise UnsupportedError("the snappy codec needs cramjam (pip install cramjam)") from None
+    # The raw snappy format, not the framed one: readers call snappy_uncompress.
+    return lambda page: bytes(cramjam.snappy.compress_raw(page))
+
+
+CODECS: dict[str, Codec] = {
+    "zlib": Codec("zlib", 0x1, _zlib),
+    "lzo": Codec("lzo", 0x2, _lzo),
+    "snappy": Codec("snappy", 0x4, _snappy),
+    "zstd": Codec("zstd", 0x20, _zstd),
+    "none": Codec("none", 0x0, lambda: None),
+}
+
+
+def codec_by_name(name: str) -> Codec:
+    """The codec called ``name``.
+
+    :raises UnsupportedError: for an unknown name.
+    """
+    try:
+        return CODECS[name]
+    except KeyError:
+        raise UnsupportedError(f"unknown codec {name!r}: use one of {', '.join(CODECS)}") from None

@@ -1,0 +1,130 @@
+"""Dumping a vmcore: filter, write in the chosen format, count.
+
+This is the one place that puts the engine's pieces together; the command
+line and the capture agent both call :func:`dump_vmcore`.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from capture.dumpfile.codecs import codec_by_name
+from capture.dumpfile.elf import write_elf
+from capture.dumpfile.kdump import DumpOutcome, write_kdump
+from capture.dumpfile.sink import FileSink, FlattenedSink, Sink
+from capture.filter import DumpLevel, FilterStats, filter_pages
+from capture.vmcore import Vmcore
+
+__all__ = ("DumpOptions", "DumpReport", "dump_vmcore")
+
+_STREAM_BUFFER = 1 << 20
+
+
+@dataclass(frozen=True)
+class DumpOptions:
+    """What kind of dump to write."""
+
+    level: DumpLevel = DumpLevel(31)  # noqa: RUF009 - an immutable flag value
+    codec: str = "zstd"
+    elf: bool = False
+    flattened: bool = False
+
+
+@dataclass
+class DumpReport:
+    """What was written, for ``--report`` and the page summary."""
+
+    options: DumpOptions
+    stats: FilterStats
+    outcome: DumpOutcome
+    seconds: float
+    max_pfn: int
+    problems: list[str] = field(default_factory=list)
+
+    def as_json(self) -> dict[str, Any]:
+        """The ``--report`` object."""
+        options = self.options
+        return {
+            "dump_level": int(options.level),
+            "format": "elf" if options.elf else "kdump",
+            "flattened": options.flattened,
+            "codec": "none" if options.elf else options.codec,
+            "pages": self.stats.report(),
+            "bytes_written": self.outcome.bytes_written,
+            "seconds": round(self.seconds, 3),
+            "incomplete": self.outcome.incomplete,
+            "problems": self.problems,
+        }
+
+
+ProgressFactory = Callable[[int], Callable[[int, int], None] | None]
+"""Given the number of pages to write, returns a progress callback (or None)."""
+
+
+def dump_vmcore(
+    vmcore_path: str,
+    output: str,
+    options: DumpOptions,
+    progress: ProgressFactory | None = None,
+) -> DumpReport:
+    """Write a filtered dump of ``vmcore_path`` to ``output`` (``-``: stdout).
+
+    :raises CaptureError: if the vmcore cannot be read at all.
+    """
+    started = time.monotonic()
+    codec = codec_by_name("none" if options.elf else options.codec)
+    with Vmcore(vmcore_path) as vmcore:
+        filtered = filter_pages(vmcore, options.level)
+        callback = progress(filtered.bitmap2.count()) if progress else None
+        sink, closer = _open_sink(output, options.flattened)
+        try:
+            if options.elf:
+                outcome = write_elf(vmcore, filtered, sink, callback)
+            else:
+                outcome = write_kdump(vmcore, filtered, codec, sink, callback)
+        except BaseException:
+            closer(False)
+            raise
+        closer(True)
+    problems = list(filtered.problems)
+    if outcome.unreadable:
+        problems.append(f"{len(outcome.unreadable)} pages are not in the vmcore (truncated?)")
+    return DumpReport(
+        options=options,
+        stats=filtered.stats,
+        outcome=outcome,
+        seconds=time.monotonic() - started,
+        max_pfn=filtered.bitmap2.size,
+        problems=problems,
+    )
+
+
+def _open_sink(output: str, flattened: bool) -> tuple[Sink, Callable[[bool], None]]:
+    """The sink, and how to close it: ``closer(finished)``.
+
+    A stream that did not finish gets no end marker, so no reader takes it
+    for a whole dump.
+    """
+    if not flattened:
+        file_sink = FileSink(output)
+        return file_sink, lambda finished: file_sink.close()
+    stream: BinaryIO
+    if output == "-":
+        stream = sys.stdout.buffer
+        owned = False
+    else:
+        stream = open(output, "wb", buffering=_STREAM_BUFFER)  # noqa: SIM115 - closed by closer
+        owned = True
+    flat_sink = FlattenedSink(stream)
+
+    def close(finished: bool) -> None:
+        if finished:
+            flat_sink.close()
+        if owned:
+            stream.close()
+
+    return flat_sink, close

@@ -1,0 +1,211 @@
+"""The ELF dump writer (makedumpfile ``-E``), following makedumpfile's rules.
+
+Each input PT_LOAD becomes one or more output PT_LOADs (spec/formats.md 4.2):
+runs of fewer than 256 excluded pages are written anyway (with their real
+contents), a longer run ends the segment (its pages become the
+``p_memsz - p_filesz`` tail) and a new one starts at the next dumpable page;
+excluded pages at the end of a segment are always trimmed. Zero pages can only
+be excluded once the headers are known, so with dump level bit 1 every
+dumpable page is read once beforehand.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from capture.dumpfile.kdump import DumpOutcome, Progress
+from capture.dumpfile.sink import NoSpaceError, Sink
+from capture.errors import CaptureError
+from capture.filter import DumpLevel, FilterResult
+from capture.vmcore import Vmcore
+from capture.vmcore.elfcore import LoadSegment
+
+__all__ = ("ELF_INCOMPLETE", "plan_loads", "write_elf")
+
+log = logging.getLogger("capture")
+
+ELF_INCOMPLETE = 0x1
+"""e_flags bit makedumpfile sets on a dump cut short (DUMP_ELF_INCOMPLETE)."""
+EXCLUDED_RUN = 256
+"""Excluded runs shorter than this stay in the file (makedumpfile's PFN_EXCLUDED)."""
+_EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
+_PHDR = struct.Struct("<IIQQQQQQ")
+_SHDR = struct.Struct("<IIQQQQIIQQ")
+_PT_LOAD, _PT_NOTE, _PN_XNUM = 1, 4, 0xFFFF
+_COPY_BYTES = 1 << 20
+
+
+@dataclass
+class OutputLoad:
+    """One output PT_LOAD: ``filesz`` bytes of data from ``paddr`` on."""
+
+    paddr: int
+    vaddr: int
+    memsz: int
+    filesz: int
+    flags: int
+    offset: int = 0
+
+
+def write_elf(
+    vmcore: Vmcore, filtered: FilterResult, sink: Sink, progress: Progress | None = None
+) -> DumpOutcome:
+    """Write ``vmcore``'s dumpable pages to ``sink`` as an ELF core."""
+    outcome = DumpOutcome()
+    if filtered.level & DumpLevel.ZERO:
+        _exclude_zero_pages(vmcore, filtered)
+    page_size = vmcore.page_size
+    loads = [load for seg in _input_loads(vmcore) for load in plan_loads(seg, filtered, page_size)]
+    notes = vmcore.core.notes
+    phnum = 1 + len(loads)
+    extended = phnum >= _PN_XNUM
+    headers_end = _EHDR.size + _PHDR.size * phnum + (_SHDR.size if extended else 0)
+    offset = headers_end + len(notes)
+    for load in loads:
+        load.offset = offset if load.filesz else 0
+        offset += load.filesz
+    headers = _headers(vmcore, loads, headers_end, len(notes), extended)
+    if sink.seekable:
+        sink.write_at(0, _with_incomplete(headers, True))
+    sink.write_at(headers_end, notes)
+    end = offset
+    try:
+        for load in loads:
+            _copy(vmcore, load, sink, outcome, progress)
+    except NoSpaceError as error:
+        log.error("%s; the dump is incomplete", error)
+        outcome.incomplete = True
+    sink.write_at(0, _with_incomplete(headers, outcome.incomplete))
+    outcome.bytes_written = end
+    return outcome
+
+
+def plan_loads(segment: LoadSegment, filtered: FilterResult, page_size: int) -> list[OutputLoad]:
+    """Split one input PT_LOAD by the dumpable bitmap, as makedumpfile does."""
+    bitmap2 = filtered.bitmap2
+    loads: list[OutputLoad] = []
+    current = OutputLoad(segment.paddr, segment.vaddr, 0, 0, 7)
+    excluded = 0
+    for pfn, size in _pages(segment, page_size):
+        if not bitmap2.is_set(pfn):
+            excluded += 1
+            current.memsz += size
+            continue
+        if excluded < EXCLUDED_RUN:
+            current.memsz += size
+            current.filesz = current.memsz  # a short excluded run stays in the file
+        else:
+            loads.append(current)  # the long run becomes its memsz - filesz tail
+            current = _next_load(current, pfn, page_size)
+            current.memsz = current.filesz = size
+        excluded = 0
+    loads.append(current)
+    return loads
+
+
+def _next_load(previous: OutputLoad, pfn: int, page_size: int) -> OutputLoad:
+    paddr = pfn * page_size
+    return OutputLoad(paddr, previous.vaddr + (paddr - previous.paddr), 0, 0, previous.flags)
+
+
+def _pages(segment: LoadSegment, page_size: int) -> Iterator[tuple[int, int]]:
+    """``(pfn, bytes of the segment in it)`` for every page the segment touches."""
+    address, end = segment.paddr, segment.end
+    while address < end:
+        page_end = min(end, (address // page_size + 1) * page_size)
+        yield address // page_size, page_end - address
+        address = page_end
+
+
+def _input_loads(vmcore: Vmcore) -> list[LoadSegment]:
+    # In file order, as makedumpfile walks them: the kernel-text PT_LOAD first.
+    return sorted(vmcore.core.segments, key=lambda segment: segment.offset)
+
+
+def _exclude_zero_pages(vmcore: Vmcore, filtered: FilterResult) -> None:
+    page_size = vmcore.page_size
+    zero = bytes(page_size)
+    bitmap2, stats = filtered.bitmap2, filtered.stats
+    for start, end in bitmap2.runs():
+        for first in range(start, end, 256):
+            last = min(end, first + 256)
+            try:
+                chunk = vmcore.read_phys(first * page_size, (last - first) * page_size)
+            except CaptureError:
+                continue  # unreadable pages are not known to be zero: keep them
+            for index in range(last - first):
+                if chunk[index * page_size : (index + 1) * page_size] == zero:
+                    bitmap2.clear_range(first + index, first + index + 1)
+                    stats.zero += 1
+
+
+def _headers(
+    vmcore: Vmcore, loads: list[OutputLoad], notes_at: int, notes_size: int, extended: bool
+) -> bytes:
+    original = vmcore.core.read_header(_EHDR.size)
+    fields = list(_EHDR.unpack(original))
+    phnum = 1 + len(loads)
+    # ident, type, machine, version, entry, phoff, shoff, flags, ehsize,
+    # phentsize, phnum, shentsize, shnum, shstrndx
+    fields[5] = _EHDR.size
+    fields[6] = _EHDR.size + _PHDR.size * phnum if extended else 0
+    fields[7] &= ~ELF_INCOMPLETE
+    fields[8], fields[9] = _EHDR.size, _PHDR.size
+    fields[10] = _PN_XNUM if extended else phnum
+    if extended:
+        fields[11] = _SHDR.size
+    fields[12] = 1 if extended else 0
+    fields[13] = 0
+    parts = [
+        _EHDR.pack(*fields),
+        _PHDR.pack(_PT_NOTE, 0, notes_at, 0, 0, notes_size, notes_size, 0),
+    ]
+    parts += [
+        _PHDR.pack(
+            _PT_LOAD, load.flags, load.offset, load.vaddr, load.paddr, load.filesz, load.memsz, 0
+        )
+        for load in loads
+    ]
+    if extended:  # more than 65534 segments: the real count lives in section 0
+        parts.append(_SHDR.pack(0, 0, 0, 0, 0, 1, 0, phnum, 0, 0))
+    return b"".join(parts)
+
+
+def _with_incomplete(headers: bytes, incomplete: bool) -> bytes:
+    if not incomplete:
+        return headers
+    flags = struct.unpack_from("<I", headers, 48)[0] | ELF_INCOMPLETE
+    return headers[:48] + struct.pack("<I", flags) + headers[52:]
+
+
+def _copy(
+    vmcore: Vmcore, load: OutputLoad, sink: Sink, outcome: DumpOutcome, progress: Progress | None
+) -> None:
+    page_size = vmcore.page_size
+    for done in range(0, load.filesz, _COPY_BYTES):
+        size = min(_COPY_BYTES, load.filesz - done)
+        try:
+            data = vmcore.read_phys(load.paddr + done, size)
+        except CaptureError:
+            data = _salvage(vmcore, load.paddr + done, size, outcome)
+        sink.write_at(load.offset + done, data)
+        outcome.pages_written += -(-size // page_size)
+        if progress is not None:
+            progress(outcome.pages_written, load.offset + done + size)
+
+
+def _salvage(vmcore: Vmcore, paddr: int, size: int, outcome: DumpOutcome) -> bytes:
+    """Read what exists page by page; a missing page reads as zeros."""
+    page_size = vmcore.page_size
+    parts = []
+    for at in range(paddr, paddr + size, page_size):
+        length = min(page_size - at % page_size, paddr + size - at)
+        try:
+            parts.append(vmcore.read_phys(at, length))
+        except CaptureError:
+            outcome.unreadable.append(at // page_size)
+            parts.append(bytes(length))
+    return b"".join(parts)

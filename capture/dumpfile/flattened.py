@@ -1,0 +1,55 @@
+"""Reading makedumpfile's flattened format back (``makedumpfile -R``).
+
+A flattened stream is a 4096-byte header, then records ``(offset, size,
+bytes)`` in big-endian, then an end marker of sixteen 0xff bytes
+(spec/formats.md 4.3). Rebuilding writes each record's bytes at its offset.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from typing import BinaryIO
+
+from capture.dumpfile.sink import FLAT_HEADER_SIZE, FLAT_SIGNATURE
+from capture.errors import CorruptError
+
+__all__ = ("rebuild",)
+
+_RECORD = struct.Struct(">qq")
+_COPY = 1 << 20
+
+
+def rebuild(stream: BinaryIO, output: str) -> int:
+    """Write the regular file a flattened ``stream`` describes; return its size.
+
+    :raises CorruptError: if the stream is not flattened, or ends before its
+        end marker (a transfer cut short).
+    """
+    header = _read_exactly(stream, FLAT_HEADER_SIZE, "the flattened header")
+    if header[:16] != FLAT_SIGNATURE:
+        raise CorruptError("not a flattened dump (no makedumpfile signature)")
+    size = 0
+    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        while True:
+            offset, length = _RECORD.unpack(_read_exactly(stream, _RECORD.size, "a record header"))
+            if offset == -1 and length == -1:
+                break
+            if offset < 0 or length <= 0:
+                raise CorruptError(f"bad flattened record: offset {offset}, size {length}")
+            for done in range(0, length, _COPY):
+                chunk = _read_exactly(stream, min(_COPY, length - done), "record data")
+                os.pwrite(fd, chunk, offset + done)
+            size = max(size, offset + length)
+        os.ftruncate(fd, size)
+    finally:
+        os.close(fd)
+    return size
+
+
+def _read_exactly(stream: BinaryIO, size: int, what: str) -> bytes:
+    data = stream.read(size)
+    if len(data) != size:
+        raise CorruptError(f"the stream ends inside {what}: it was cut short")
+    return data

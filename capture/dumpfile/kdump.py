@@ -1,0 +1,299 @@
+"""The kdump-compressed ("diskdump") writer, byte for byte as readers expect.
+
+Layout (spec/formats.md 4.1): header block, sub-header and notes, bitmap1,
+bitmap2, one 24-byte descriptor per dumpable pfn in pfn order, then page data
+(the shared zero page first). Pages are streamed in one pass; descriptors are
+written only after the data they point to, so a dump cut short by a full disk
+is still readable up to where it stopped, and says INCOMPLETE.
+"""
+
+from __future__ import annotations
+
+import logging
+import struct
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from capture.dumpfile.codecs import Codec
+from capture.dumpfile.sink import NoSpaceError, Sink
+from capture.errors import CaptureError
+from capture.filter import DumpLevel, FilterResult
+from capture.vmcore import Vmcore
+from capture.vmcore.notes import find_vmcoreinfo
+
+__all__ = ("DumpOutcome", "KdumpLayout", "write_kdump")
+
+log = logging.getLogger("capture")
+
+SIGNATURE = b"KDUMP   "
+HEADER_VERSION = 6
+STATUS_INCOMPLETE = 0x8
+HEADER = struct.Struct("<8si390s6xqqIiiIIIIIIi")
+SUB_HEADER = struct.Struct("<qiiQQQQQQQQQQQ")
+DESCRIPTOR = struct.Struct("<qIIQ")
+_FLUSH_BYTES = 2 << 20
+_READ_PAGES = 256
+_UTS_FIELD = 65
+
+Progress = Callable[[int, int], None]
+"""Called with (pages written, bytes written so far)."""
+
+
+@dataclass
+class DumpOutcome:
+    """What a writer produced."""
+
+    bytes_written: int = 0
+    pages_written: int = 0
+    incomplete: bool = False
+    unreadable: list[int] = field(default_factory=list)
+    """Pfns the filter kept but the vmcore could not supply (a truncated file)."""
+
+
+@dataclass(frozen=True)
+class KdumpLayout:
+    """Where each part of the file goes, from the page size, notes and bitmaps."""
+
+    block_size: int
+    note_size: int
+    max_pfn: int
+    dumpable: int
+    zero_page: bool
+
+    @property
+    def sub_header_blocks(self) -> int:
+        return _ceil_div(SUB_HEADER.size + self.note_size, self.block_size)
+
+    @property
+    def bitmap_blocks(self) -> int:
+        """Both bitmaps together, in blocks (each half block aligned)."""
+        bitmap_bytes = _ceil_div(self.max_pfn, 8)
+        return 2 * _ceil_div(bitmap_bytes, self.block_size)
+
+    @property
+    def bitmap1_offset(self) -> int:
+        return (1 + self.sub_header_blocks) * self.block_size
+
+    @property
+    def bitmap2_offset(self) -> int:
+        return self.bitmap1_offset + self.bitmap_blocks // 2 * self.block_size
+
+    @property
+    def descriptors_offset(self) -> int:
+        return (1 + self.sub_header_blocks + self.bitmap_blocks) * self.block_size
+
+    @property
+    def data_offset(self) -> int:
+        return self.descriptors_offset + DESCRIPTOR.size * self.dumpable
+
+
+def _ceil_div(value: int, unit: int) -> int:
+    return -(-value // unit)
+
+
+def write_kdump(
+    vmcore: Vmcore,
+    filtered: FilterResult,
+    codec: Codec,
+    sink: Sink,
+    progress: Progress | None = None,
+) -> DumpOutcome:
+    """Write ``vmcore``'s dumpable pages to ``sink`` in kdump-compressed format.
+
+    ``filtered.stats.zero`` is updated with the zero pages found on the way.
+    """
+    page_size = vmcore.page_size
+    layout = KdumpLayout(
+        block_size=page_size,
+        note_size=len(vmcore.core.notes),
+        max_pfn=filtered.bitmap2.size,
+        dumpable=filtered.bitmap2.count(),
+        zero_page=bool(filtered.level & DumpLevel.ZERO),
+    )
+    header = _HeaderFields(vmcore, filtered, codec, layout)
+    outcome = DumpOutcome()
+    if sink.seekable:
+        # Space for everything but the page data, so the final rewrites of
+        # bitmaps, descriptors and header cannot fail on a full disk; and an
+        # INCOMPLETE header until the end, in case we never get there.
+        sink.reserve(0, layout.data_offset)
+        sink.write_at(0, header.pack(incomplete=True))
+    pages = _PageStream(vmcore, filtered, codec, layout, sink, outcome, progress)
+    try:
+        pages.write_all()
+    except NoSpaceError as error:
+        log.error("%s; the dump is incomplete", error)
+        outcome.incomplete = True
+    header_bytes = header.pack(incomplete=outcome.incomplete)
+    _write_metadata(sink, layout, filtered, header.sub_header(), vmcore.core.notes)
+    sink.write_at(0, header_bytes)
+    outcome.bytes_written = pages.end_offset
+    return outcome
+
+
+def _write_metadata(
+    sink: Sink, layout: KdumpLayout, filtered: FilterResult, sub_header: bytes, notes: bytes
+) -> None:
+    half = layout.bitmap_blocks // 2 * layout.block_size
+    sink.write_at(layout.block_size, sub_header + notes)
+    sink.write_at(layout.bitmap1_offset, bytes(filtered.bitmap1.data).ljust(half, b"\0"))
+    sink.write_at(layout.bitmap2_offset, bytes(filtered.bitmap2.data).ljust(half, b"\0"))
+
+
+class _HeaderFields:
+    """The disk_dump_header and kdump_sub_header of one dump."""
+
+    def __init__(self, vmcore: Vmcore, filtered: FilterResult, codec: Codec, layout: KdumpLayout):
+        self._vmcore, self._filtered, self._codec, self._layout = vmcore, filtered, codec, layout
+
+    def pack(self, incomplete: bool) -> bytes:
+        vmcore, layout = self._vmcore, self._layout
+        status = self._codec.flag | (STATUS_INCOMPLETE if incomplete else 0)
+        fields = HEADER.pack(
+            SIGNATURE, HEADER_VERSION, _utsname(vmcore),
+            _crashtime(vmcore), 0,
+            status, layout.block_size, layout.sub_header_blocks, layout.bitmap_blocks,
+            min(layout.max_pfn, 2**32 - 1), 0, 0, 0, 0, vmcore.cpus,
+        )  # fmt: skip
+        return fields
+
+    def sub_header(self) -> bytes:
+        vmcore, layout = self._vmcore, self._layout
+        notes_at = layout.block_size + SUB_HEADER.size
+        note = find_vmcoreinfo(vmcore.notes)
+        info_at, info_size = (notes_at + note.desc_offset, len(note.desc)) if note else (0, 0)
+        return SUB_HEADER.pack(
+            vmcore.translator.phys_base, int(self._filtered.level), 0, 0, 0,
+            info_at, info_size, notes_at, layout.note_size, 0, 0, 0, 0, layout.max_pfn,
+        )  # fmt: skip
+
+
+def _utsname(vmcore: Vmcore) -> bytes:
+    try:
+        return vmcore.utsname.raw
+    except CaptureError as error:
+        # libkdumpfile needs sysname "Linux" and a machine to know the architecture.
+        log.warning("%s: utsname unreadable (%s); building it from VMCOREINFO", vmcore.path, error)
+        fields = ["Linux", "", vmcore.info.osrelease or "unknown", "unknown", vmcore.arch.name, ""]
+        return b"".join(name.encode()[: _UTS_FIELD - 1].ljust(_UTS_FIELD, b"\0") for name in fields)
+
+
+def _crashtime(vmcore: Vmcore) -> int:
+    try:
+        return vmcore.info.crashtime or 0
+    except CaptureError:
+        return 0
+
+
+class _PageStream:
+    """Reads dumpable pages, compresses them, writes data then descriptors."""
+
+    def __init__(
+        self,
+        vmcore: Vmcore,
+        filtered: FilterResult,
+        codec: Codec,
+        layout: KdumpLayout,
+        sink: Sink,
+        outcome: DumpOutcome,
+        progress: Progress | None,
+    ) -> None:
+        self._vmcore, self._filtered, self._layout = vmcore, filtered, layout
+        self._sink, self._outcome, self._progress = sink, outcome, progress
+        self._compress = codec.make()
+        self._flag = codec.flag
+        self._page_size = vmcore.page_size
+        self._zero = bytes(self._page_size)
+        self._data: list[bytes] = []
+        self._data_size = 0
+        self._descriptors: list[bytes] = []
+        self._descriptor_at = layout.descriptors_offset
+        self.end_offset = layout.data_offset
+        self._zero_descriptor = DESCRIPTOR.pack(layout.data_offset, self._page_size, 0, 0)
+        if layout.zero_page:
+            self._append_data(self._zero)
+
+    def write_all(self) -> None:
+        bitmap2 = self._filtered.bitmap2
+        for start, end in bitmap2.runs():
+            for first in range(start, end, _READ_PAGES):
+                self._write_pages(first, min(end, first + _READ_PAGES))
+        self._flush()
+
+    def _write_pages(self, first: int, end: int) -> None:
+        page_size = self._page_size
+        try:
+            chunk = self._vmcore.read_phys(first * page_size, (end - first) * page_size)
+        except CaptureError:
+            self._write_salvaged(first, end)
+            return
+        for index in range(end - first):
+            self._write_page(chunk[index * page_size : (index + 1) * page_size])
+        self._after_pages(end - first)
+
+    def _write_salvaged(self, first: int, end: int) -> None:
+        for pfn in range(first, end):
+            try:
+                page = self._vmcore.read_phys(pfn * self._page_size, self._page_size)
+            except CaptureError:
+                # Not in the vmcore after all: drop it from the dump, keeping
+                # bitmap2 and the descriptor ranks consistent.
+                self._filtered.bitmap2.clear_range(pfn, pfn + 1)
+                self._outcome.unreadable.append(pfn)
+                continue
+            self._write_page(page)
+        self._after_pages(end - first)
+
+    def _write_page(self, page: bytes) -> None:
+        if self._layout.zero_page and page == self._zero:
+            self._filtered.stats.zero += 1
+            self._descriptors.append(self._zero_descriptor)
+            return
+        stored, flag = page, 0
+        if self._compress is not None:
+            packed = self._compress(page)
+            if len(packed) < self._page_size:
+                stored, flag = packed, self._flag
+        self._descriptors.append(DESCRIPTOR.pack(self.end_offset, len(stored), flag, 0))
+        self._append_data(stored)
+
+    def _append_data(self, data: bytes) -> None:
+        self._data.append(data)
+        self._data_size += len(data)
+        self.end_offset += len(data)
+
+    def _after_pages(self, count: int) -> None:
+        self._outcome.pages_written += count
+        if self._data_size >= _FLUSH_BYTES:
+            self._flush()
+        if self._progress is not None:
+            self._progress(self._outcome.pages_written, self.end_offset)
+
+    def _flush(self) -> None:
+        """Write buffered data, then the descriptors pointing into it."""
+        data_at = self.end_offset - self._data_size
+        try:
+            self._sink.write_at(data_at, b"".join(self._data))
+        except NoSpaceError as error:
+            self._keep_descriptors_below(data_at + error.written)
+            self._write_descriptors()
+            raise
+        self._data.clear()
+        self._data_size = 0
+        self._write_descriptors()
+
+    def _keep_descriptors_below(self, written_end: int) -> None:
+        kept = []
+        for descriptor in self._descriptors:
+            offset, size, _, _ = DESCRIPTOR.unpack(descriptor)
+            if offset + size > written_end:
+                break
+            kept.append(descriptor)
+        self._descriptors = kept
+
+    def _write_descriptors(self) -> None:
+        if self._descriptors:
+            table = b"".join(self._descriptors)
+            self._sink.write_at(self._descriptor_at, table)
+            self._descriptor_at += len(table)
+            self._descriptors.clear()

@@ -1,0 +1,117 @@
+"""Where a dump's bytes go: a seekable file, or a flattened stream.
+
+Writers only ever say "put these bytes at this offset". A seekable file does
+exactly that; a flattened stream (for ssh, pipes and raw devices) wraps each
+write as a record that ``makedumpfile -R`` or ``kdump-capture rebuild`` puts
+back in place (spec/formats.md 4.3). So two writers times two sinks need no
+special cases.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import struct
+from typing import BinaryIO, Protocol
+
+from capture.errors import CaptureError
+
+__all__ = ("FLAT_HEADER_SIZE", "FileSink", "FlattenedSink", "NoSpaceError", "Sink")
+
+FLAT_SIGNATURE = b"makedumpfile\0\0\0\0"
+FLAT_HEADER_SIZE = 4096
+_RECORD = struct.Struct(">qq")
+_END_MARKER = b"\xff" * 16
+
+
+class NoSpaceError(CaptureError):
+    """The target ran out of space; ``written`` bytes of the last write made it."""
+
+    def __init__(self, message: str, written: int) -> None:
+        super().__init__(message)
+        self.written = written
+
+
+class Sink(Protocol):
+    """Positional writes, in any order."""
+
+    seekable: bool
+    """Whether earlier bytes may be rewritten (a flattened stream may not)."""
+
+    def write_at(self, offset: int, data: bytes) -> None:
+        """Put ``data`` at ``offset``. :raises NoSpaceError: when space runs out."""
+        ...
+
+    def reserve(self, offset: int, length: int) -> None:
+        """Allocate space now, so later rewrites there cannot fail for lack of it."""
+        ...
+
+    def close(self) -> None:
+        """Finish the output."""
+        ...
+
+
+class FileSink:
+    """A regular file written with ``pwrite``."""
+
+    seekable = True
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+
+    def write_at(self, offset: int, data: bytes) -> None:
+        view = memoryview(data)
+        done = 0
+        while done < len(view):
+            try:
+                done += os.pwrite(self._fd, view[done:], offset + done)
+            except OSError as error:
+                if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                    raise NoSpaceError(f"{self.path}: {os.strerror(error.errno)}", done) from None
+                raise
+
+    def reserve(self, offset: int, length: int) -> None:
+        if length <= 0:
+            return
+        try:
+            os.posix_fallocate(self._fd, offset, length)
+        except OSError as error:
+            if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise NoSpaceError(f"{self.path}: {os.strerror(error.errno)}", 0) from None
+            if error.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                raise
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.fsync(self._fd)
+            os.close(self._fd)
+            self._fd = -1
+
+
+class FlattenedSink:
+    """makedumpfile's flattened format on a stream: header, records, end marker."""
+
+    seekable = False
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+        stream.write(FLAT_SIGNATURE + struct.pack(">qq", 1, 1).ljust(FLAT_HEADER_SIZE - 16, b"\0"))
+
+    def write_at(self, offset: int, data: bytes) -> None:
+        if not data:
+            return  # a zero-length record ends makedumpfile -R and libkdumpfile early
+        try:
+            self._stream.write(_RECORD.pack(offset, len(data)))
+            self._stream.write(data)
+        except OSError as error:
+            if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                raise NoSpaceError(f"output stream: {os.strerror(error.errno)}", 0) from None
+            raise
+
+    def reserve(self, offset: int, length: int) -> None:
+        """Nothing to reserve on a stream."""
+
+    def close(self) -> None:
+        self._stream.write(_END_MARKER)
+        self._stream.flush()
