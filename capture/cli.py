@@ -14,10 +14,11 @@ from collections.abc import Callable, Sequence
 
 from capture import __version__
 from capture.dumpfile import CODECS, DumpOptions, dump_vmcore, rebuild
+from capture.dumpfile.reader import open_dump
 from capture.errors import CaptureError
 from capture.filter import DumpLevel, parse_dump_level
 from capture.progress import ProgressLine, page_summary
-from capture.vmcore import Vmcore, format_log, read_kernel_log
+from capture.vmcore import format_log, read_kernel_log
 from capture.vmcore.summary import Summary, summarize
 
 __all__ = ("main",)
@@ -141,7 +142,7 @@ def _dump_level(text: str) -> DumpLevel:
 
 
 def _dmesg(args: argparse.Namespace) -> None:
-    with Vmcore(args.vmcore) as vmcore:
+    with open_dump(args.vmcore) as vmcore:
         kernel_log = read_kernel_log(vmcore)
     text = format_log(kernel_log, caller_id=args.caller_id)
     if args.output is None:
@@ -189,7 +190,7 @@ def _rebuild(args: argparse.Namespace) -> None:
 
 
 def _info(args: argparse.Namespace) -> None:
-    with Vmcore(args.vmcore) as vmcore:
+    with open_dump(args.vmcore) as vmcore:
         summary = summarize(vmcore)
     if args.json:
         print(json.dumps(summary.as_json(), indent=2))

@@ -11,11 +11,11 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Self
+from typing import Protocol, Self
 
 from capture.errors import CorruptError, NoDataError
 from capture.vmcore.arch import Architecture, Translator, architecture_for
-from capture.vmcore.elfcore import ElfCore
+from capture.vmcore.elfcore import ElfCore, LoadSegment
 from capture.vmcore.notes import NT_PRSTATUS, Note, find_vmcoreinfo, parse_notes
 from capture.vmcore.vmcoreinfo import VmcoreInfo, parse_vmcoreinfo
 
@@ -28,6 +28,29 @@ _UTS_FIELDS = ("sysname", "nodename", "release", "version", "machine", "domainna
 # Before Linux 5.11 uts_namespace began with a 4-byte kref and VMCOREINFO had
 # no OFFSET(uts_namespace.name); makedumpfile uses the same fallback.
 _UTS_NAME_OFFSET_BEFORE_5_11 = 4
+
+
+class CoreFile(Protocol):
+    """A source of the crashed machine's physical memory and notes.
+
+    :class:`~capture.vmcore.elfcore.ElfCore` is one (/proc/vmcore, ELF
+    dumps); readers of other dump formats provide the same surface.
+    """
+
+    path: str
+    machine: str
+    """pyelftools' name of the ELF machine, e.g. ``EM_X86_64``."""
+    segments: list[LoadSegment]
+    notes: bytes
+    size: int
+
+    def read_phys(self, paddr: int, size: int) -> bytes: ...
+
+    def has_phys(self, paddr: int, size: int = 1) -> bool: ...
+
+    def read_header(self, size: int) -> bytes: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -48,13 +71,15 @@ class Vmcore:
     """A vmcore opened for reading.
 
     :param path: /proc/vmcore or a saved ELF vmcore.
+    :param core: an already opened core (another dump format); by default
+        ``path`` is opened as an ELF core.
     :raises CorruptError: if the file is not an ELF core.
     :raises UnsupportedError: for an architecture other than x86_64.
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, core: CoreFile | None = None) -> None:
         self.path = path
-        self.core = ElfCore(path)
+        self.core: CoreFile = core if core is not None else ElfCore(path)
         try:
             self.arch: Architecture = architecture_for(self.core.machine)
         except BaseException:

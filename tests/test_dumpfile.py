@@ -1,0 +1,189 @@
+"""Engine II's dump files, checked against makedumpfile and read back.
+
+Debian 12's makedumpfile 1.7.2 classifies 6.1 kernels exactly as 1.7.9 does,
+so on the 6.1 vmcore its output is the reference byte for byte. Every file is
+also read back page by page and compared with the vmcore.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from capture.cli import main
+from capture.dumpfile.reader import open_dump
+from capture.errors import NoDataError
+from capture.filter import DumpLevel, filter_pages
+from capture.vmcore import Vmcore
+from tests.realcores import RealCore, shared_cores
+from tests.test_filter_parity import LABELS, kernel_segment_pages, makedumpfile_counts
+
+
+def core_61() -> RealCore:
+    [core] = [core for core in shared_cores() if core.release.startswith("6.1.")]
+    return core
+
+
+def makedumpfile(*args: str) -> None:
+    subprocess.run(["makedumpfile", *args], check=True, capture_output=True)
+
+
+def dump(*args: str) -> int:
+    return main(["dump", *args])
+
+
+@pytest.mark.parametrize(
+    ("ours", "theirs"),
+    [
+        (["-c", "-d", "31"], ["-c", "-d", "31"]),
+        (["-l", "-d", "31"], ["-l", "-d", "31"]),
+        (["-l", "-d", "1"], ["-l", "-d", "1"]),
+        (["--compress", "none", "-d", "16"], ["-d", "16"]),
+        (["-E", "-d", "31"], ["-E", "-d", "31"]),
+        (["-E", "-d", "1"], ["-E", "-d", "1"]),
+    ],
+    ids=["zlib-31", "lzo-31", "lzo-1", "none-16", "elf-31", "elf-1"],
+)
+def test_identical_to_makedumpfile(tmp_path: Path, ours: list[str], theirs: list[str]) -> None:
+    vmcore = str(core_61().vmcore)
+    makedumpfile(*theirs, vmcore, str(tmp_path / "theirs"))
+    assert dump(*ours, vmcore, str(tmp_path / "ours")) == 0
+    assert (tmp_path / "ours").read_bytes() == (tmp_path / "theirs").read_bytes()
+
+
+@pytest.mark.parametrize("form", [["-l"], ["-E"]], ids=["kdump", "elf"])
+def test_makedumpfile_rebuilds_our_flattened_stream(tmp_path: Path, form: list[str]) -> None:
+    vmcore = str(core_61().vmcore)
+    assert dump(*form, "-d", "31", vmcore, str(tmp_path / "regular")) == 0
+    assert dump(*form, "-F", "-d", "31", vmcore, str(tmp_path / "flat")) == 0
+    with (tmp_path / "flat").open("rb") as stream:
+        subprocess.run(
+            ["makedumpfile", "-R", str(tmp_path / "rebuilt")], stdin=stream, check=True,
+            capture_output=True,
+        )  # fmt: skip
+    assert (tmp_path / "rebuilt").read_bytes() == (tmp_path / "regular").read_bytes()
+
+
+def test_we_rebuild_makedumpfile_flattened_stream(tmp_path: Path) -> None:
+    vmcore = str(core_61().vmcore)
+    makedumpfile("-l", "-d", "31", vmcore, str(tmp_path / "regular"))
+    with (tmp_path / "flat").open("wb") as stream:
+        subprocess.run(["makedumpfile", "-F", "-l", "-d", "31", vmcore], stdout=stream, check=True)
+    assert main(["rebuild", str(tmp_path / "flat"), str(tmp_path / "rebuilt")]) == 0
+    assert (tmp_path / "rebuilt").read_bytes() == (tmp_path / "regular").read_bytes()
+
+
+def _assert_pages_match(dump_path: Path, vmcore_path: Path, level: DumpLevel) -> int:
+    """Every page the dump holds equals the vmcore's; returns how many there are."""
+    checked = 0
+    with Vmcore(str(vmcore_path)) as source, open_dump(str(dump_path)) as dumped:
+        expected = filter_pages(source, level).bitmap2
+        for start, end in expected.runs():
+            for pfn in range(start, end):
+                try:
+                    page = dumped.read_phys(pfn * 4096, 4096)
+                except NoDataError:
+                    # Only zero pages may be missing (ELF drops them).
+                    assert level & DumpLevel.ZERO
+                    assert source.read_phys(pfn * 4096, 4096) == bytes(4096)
+                    continue
+                assert page == source.read_phys(pfn * 4096, 4096), hex(pfn)
+                checked += 1
+    return checked
+
+
+@pytest.mark.parametrize("codec", ["zstd", "zlib", "lzo", "snappy", "none"])
+def test_every_codec_reads_back(real_core: RealCore, tmp_path: Path, codec: str) -> None:
+    output = tmp_path / "dump"
+    assert dump("--compress", codec, "-d", "31", str(real_core.vmcore), str(output)) == 0
+    assert _assert_pages_match(output, real_core.vmcore, DumpLevel(31)) > 10_000
+    status = struct.unpack_from("<I", output.read_bytes(), 424)[0]
+    assert status == {"zlib": 1, "lzo": 2, "snappy": 4, "zstd": 0x20, "none": 0}[codec]
+
+
+@pytest.mark.parametrize("form", [["-E"], ["-F", "-z"]], ids=["elf", "flattened"])
+def test_other_forms_read_back(real_core: RealCore, tmp_path: Path, form: list[str]) -> None:
+    output = tmp_path / "dump"
+    assert dump(*form, "-d", "31", str(real_core.vmcore), str(output)) == 0
+    assert _assert_pages_match(output, real_core.vmcore, DumpLevel(31)) > 10_000
+
+
+def test_info_and_dmesg_read_our_dumps(real_core: RealCore, tmp_path: Path, capfdbinary) -> None:
+    output = tmp_path / "dump"
+    assert dump("-d", "31", str(real_core.vmcore), str(output)) == 0
+    capfdbinary.readouterr()
+    assert main(["dmesg", str(output)]) == 0
+    expected = (real_core.reference / "vmcore-dmesg.txt").read_bytes()
+    assert capfdbinary.readouterr().out == expected
+    assert main(["info", "--json", str(output)]) == 0
+    facts = json.loads(capfdbinary.readouterr().out)
+    assert facts["release"] == real_core.release
+    assert facts["memory_model"] == "sparsemem_vmemmap"
+
+
+@pytest.mark.parametrize("level", [1, 31])
+def test_report_json(real_core: RealCore, tmp_path: Path, level: int) -> None:
+    report = tmp_path / "report.json"
+    output = tmp_path / "dump"
+    assert dump("-d", str(level), "--report", str(report), str(real_core.vmcore), str(output)) == 0
+    facts = json.loads(report.read_text())
+    expected = makedumpfile_counts(real_core, level)
+    pages = facts["pages"]
+    assert {key: pages[key] for key in LABELS} == {key: expected[key] for key in LABELS}
+    assert pages["zero"] == expected["zero"]
+    with Vmcore(str(real_core.vmcore)) as vmcore:
+        double_counted = kernel_segment_pages(vmcore)
+        assert pages["ram"] == sum(end - start for start, end in vmcore.ram_ranges())
+    assert pages["dumped"] == expected["remaining"] - double_counted
+    assert facts["dump_level"] == level
+    assert (facts["format"], facts["flattened"], facts["codec"]) == ("kdump", False, "zstd")
+    assert facts["bytes_written"] == output.stat().st_size
+    assert facts["seconds"] > 0
+
+
+def test_flattened_to_stdout(tmp_path: Path) -> None:
+    vmcore = str(core_61().vmcore)
+    with (tmp_path / "flat").open("wb") as stream:
+        result = subprocess.run(
+            [sys.executable, "-m", "capture", "dump", "-F", "-l", vmcore, "-"],
+            stdout=stream, stderr=subprocess.PIPE, check=False,
+        )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert dump("-l", vmcore, str(tmp_path / "regular")) == 0
+    assert main(["rebuild", str(tmp_path / "flat"), str(tmp_path / "rebuilt")]) == 0
+    assert (tmp_path / "rebuilt").read_bytes() == (tmp_path / "regular").read_bytes()
+
+
+@pytest.mark.parametrize(
+    "argv", [["-E", "-c"], ["-c", "-l"], ["-d", "32"], ["-d", "x"], ["--compress", "lz4"]]
+)
+def test_usage_errors(tmp_path: Path, argv: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "capture", "dump", *argv, "vmcore", str(tmp_path / "out")],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+
+
+def test_truncated_vmcore_dumps_what_exists(tmp_path: Path) -> None:
+    source = core_61().vmcore
+    truncated = tmp_path / "truncated"
+    with source.open("rb") as full, truncated.open("wb") as cut:
+        shutil.copyfileobj(full, cut)
+        cut.truncate(source.stat().st_size * 3 // 4)
+    output = tmp_path / "dump"
+    report = tmp_path / "report.json"
+    assert dump("-d", "31", "--report", str(report), str(truncated), str(output)) == 0
+    assert "not in the vmcore" in json.loads(report.read_text())["problems"][-1]
+    with open_dump(str(output)) as dumped, Vmcore(str(truncated)) as vmcore:
+        kept = list(dumped.core.bitmap2.runs())  # type: ignore[attr-defined]
+        assert kept
+        for start, _end in kept[:50]:
+            assert dumped.read_phys(start * 4096, 4096) == vmcore.read_phys(start * 4096, 4096)
