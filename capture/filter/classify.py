@@ -10,6 +10,7 @@ compound page) are looked at one by one.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -26,6 +27,14 @@ _EQUAL_TABLES = [
 ]
 _READ_CHUNK = 512
 """makedumpfile reads struct pages 512 at a time and cannot see past a chunk."""
+
+
+@functools.cache
+def _equal_table(value: int) -> bytes:
+    """Translation table: ``value`` becomes "1", every other byte "0"."""
+    table = bytearray(b"0" * 256)
+    table[value] = _ONE
+    return bytes(table)
 
 
 class Category:
@@ -83,7 +92,7 @@ class _Columns:
             return 0
         result = (1 << self.count) - 1
         for index in range(4):
-            table = _EQUAL_TABLES[value >> (8 * index) & 0xFF]
+            table = _equal_table(value >> (8 * index) & 0xFF)
             result &= self._bits(self._layout.mapcount + index, table)
             if not result:
                 break
