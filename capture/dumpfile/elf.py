@@ -47,6 +47,7 @@ class OutputLoad:
     memsz: int
     filesz: int
     flags: int
+    align: int
     offset: int = 0
 
 
@@ -87,7 +88,7 @@ def plan_loads(segment: LoadSegment, filtered: FilterResult, page_size: int) -> 
     """Split one input PT_LOAD by the dumpable bitmap, as makedumpfile does."""
     bitmap2 = filtered.bitmap2
     loads: list[OutputLoad] = []
-    current = OutputLoad(segment.paddr, segment.vaddr, 0, 0, 7)
+    current = OutputLoad(segment.paddr, segment.vaddr, 0, 0, segment.flags, segment.align)
     excluded = 0
     for pfn, size in _pages(segment, page_size):
         if not bitmap2.is_set(pfn):
@@ -108,7 +109,8 @@ def plan_loads(segment: LoadSegment, filtered: FilterResult, page_size: int) -> 
 
 def _next_load(previous: OutputLoad, pfn: int, page_size: int) -> OutputLoad:
     paddr = pfn * page_size
-    return OutputLoad(paddr, previous.vaddr + (paddr - previous.paddr), 0, 0, previous.flags)
+    vaddr = previous.vaddr + (paddr - previous.paddr)
+    return OutputLoad(paddr, vaddr, 0, 0, previous.flags, previous.align)
 
 
 def _pages(segment: LoadSegment, page_size: int) -> Iterator[tuple[int, int]]:
@@ -159,19 +161,26 @@ def _headers(
         fields[11] = _SHDR.size
     fields[12] = 1 if extended else 0
     fields[13] = 0
-    parts = [
-        _EHDR.pack(*fields),
-        _PHDR.pack(_PT_NOTE, 0, notes_at, 0, 0, notes_size, notes_size, 0),
-    ]
-    parts += [
-        _PHDR.pack(
-            _PT_LOAD, load.flags, load.offset, load.vaddr, load.paddr, load.filesz, load.memsz, 0
-        )
-        for load in loads
-    ]
+    note_flags, note_align = vmcore.core.note_phdr
+    note = _PHDR.pack(_PT_NOTE, note_flags, notes_at, 0, 0, notes_size, notes_size, note_align)
+    parts = [_EHDR.pack(*fields), note]
+    parts += [_load_phdr(load) for load in loads]
     if extended:  # more than 65534 segments: the real count lives in section 0
         parts.append(_SHDR.pack(0, 0, 0, 0, 0, 1, 0, phnum, 0, 0))
     return b"".join(parts)
+
+
+def _load_phdr(load: OutputLoad) -> bytes:
+    return _PHDR.pack(
+        _PT_LOAD,
+        load.flags,
+        load.offset,
+        load.vaddr,
+        load.paddr,
+        load.filesz,
+        load.memsz,
+        load.align,
+    )
 
 
 def _with_incomplete(headers: bytes, incomplete: bool) -> bytes:

@@ -149,6 +149,7 @@ class KdumpCore:
         self.phys_base, self.dump_level = sub[0], sub[1]
         note_at, note_size, max_pfn = sub[7], sub[8], sub[13] or header[9]
         self.notes = self._source.read(note_at, note_size)
+        self.note_phdr = (0, 4)
         self.machine = _machine(uts[4 * 65 : 5 * 65].split(b"\0", 1)[0].decode("ascii", "replace"))
         half = bitmap_blocks // 2 * block
         bitmaps_at = (1 + sub_blocks) * block

@@ -38,6 +38,9 @@ class LoadSegment:
     offset: int
     filesz: int
     memsz: int
+    flags: int = 7
+    """p_flags (PF_R|PF_W|PF_X in every vmcore); ELF dumps copy it."""
+    align: int = 0
 
     @property
     def end(self) -> int:
@@ -67,7 +70,7 @@ class ElfCore:
         try:
             self.size = os.fstat(self._fd).st_size
             self._file = FileWindows(self._fd, self.size)
-            self.machine, self.segments, note_ranges = _parse_headers(self._fd)
+            self.machine, self.segments, note_ranges, self.note_phdr = _parse_headers(self._fd)
             self.notes = self._read_notes(note_ranges)
         except BaseException:
             self.close()
@@ -141,8 +144,11 @@ class ElfCore:
             raise CorruptError(f"the notes lie outside the file: {error}") from None
 
 
-def _parse_headers(fd: int) -> tuple[str, list[LoadSegment], list[tuple[int, int]]]:
-    """Return the machine, the PT_LOADs sorted by address, and the PT_NOTE ranges.
+def _parse_headers(
+    fd: int,
+) -> tuple[str, list[LoadSegment], list[tuple[int, int]], tuple[int, int]]:
+    """Return the machine, the PT_LOADs sorted by address, the PT_NOTE ranges
+    and the first PT_NOTE's ``(p_flags, p_align)``.
 
     Parsed with :mod:`struct` rather than pyelftools: importing pyelftools
     costs 0.13 s and several MB, twice the whole fixed cost of a small dump
@@ -169,14 +175,16 @@ def _parse_headers(fd: int) -> tuple[str, list[LoadSegment], list[tuple[int, int
             f"bad program header table ({phnum} entries of {phentsize} at {phoff:#x})"
         )
     table = os.pread(fd, phnum * _PHDR.size, phoff)
-    loads, notes = [], []
-    for p_type, _, offset, vaddr, paddr, filesz, memsz, _ in _PHDR.iter_unpack(table):
+    loads, notes, note_phdr = [], [], None
+    for p_type, flags, offset, vaddr, paddr, filesz, memsz, align in _PHDR.iter_unpack(table):
         if p_type == _PT_LOAD:
-            loads.append(LoadSegment(paddr, vaddr, offset, filesz, memsz))
+            loads.append(LoadSegment(paddr, vaddr, offset, filesz, memsz, flags, align))
         elif p_type == _PT_NOTE:
             notes.append((offset, filesz))
+            note_phdr = note_phdr or (flags, align)
     loads.sort(key=lambda segment: segment.paddr)
-    return _MACHINES.get(e_machine, f"EM_{e_machine}"), loads, notes
+    machine = _MACHINES.get(e_machine, f"EM_{e_machine}")
+    return machine, loads, notes, note_phdr or (0, 0)
 
 
 def _extended_phnum(fd: int, shoff: int) -> int:

@@ -42,6 +42,8 @@ class CoreFile(Protocol):
     """pyelftools' name of the ELF machine, e.g. ``EM_X86_64``."""
     segments: list[LoadSegment]
     notes: bytes
+    note_phdr: tuple[int, int]
+    """``(p_flags, p_align)`` of the notes' program header, which ELF dumps copy."""
     size: int
 
     def read_phys(self, paddr: int, size: int) -> bytes: ...
