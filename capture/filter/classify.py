@@ -22,9 +22,6 @@ __all__ = ("Category", "RunVerdict", "classify_run")
 
 _ZERO, _ONE = ord("0"), ord("1")
 _BIT_TABLES = [bytes(_ONE if byte >> bit & 1 else _ZERO for byte in range(256)) for bit in range(8)]
-_EQUAL_TABLES = [
-    bytes(_ONE if byte == value else _ZERO for byte in range(256)) for value in range(256)
-]
 _READ_CHUNK = 512
 """makedumpfile reads struct pages 512 at a time and cannot see past a chunk."""
 
