@@ -47,7 +47,8 @@ def _lzo() -> Compress:
     except ImportError:
         raise UnsupportedError("the lzo codec needs python-lzo (pip install python-lzo)") from None
     # Level 1 is lzo1x_1; False drops python-lzo's 5-byte header: readers want raw LZO.
-    return lambda page: bytes(lzo.compress(page, 1, False))
+    compress = lzo.compress
+    return lambda page: compress(page, 1, False)
 
 
 def _snappy() -> Compress:

@@ -227,8 +227,7 @@ class _PageStream:
         except CaptureError:
             self._write_salvaged(first, end)
             return
-        for index in range(end - first):
-            self._write_page(chunk[index * page_size : (index + 1) * page_size])
+        self._write_chunk(chunk)
         self._after_pages(end - first)
 
     def _write_salvaged(self, first: int, end: int) -> None:
@@ -241,21 +240,36 @@ class _PageStream:
                 self._filtered.bitmap2.clear_range(pfn, pfn + 1)
                 self._outcome.unreadable.append(pfn)
                 continue
-            self._write_page(page)
+            self._write_chunk(page)
         self._after_pages(end - first)
 
-    def _write_page(self, page: bytes) -> None:
-        if self._layout.zero_page and page == self._zero:
-            self._filtered.stats.zero += 1
-            self._descriptors.append(self._zero_descriptor)
-            return
-        stored, flag = page, 0
-        if self._compress is not None:
-            packed = self._compress(page)
-            if len(packed) < self._page_size:
-                stored, flag = packed, self._flag
-        self._descriptors.append(DESCRIPTOR.pack(self.end_offset, len(stored), flag, 0))
-        self._append_data(stored)
+    def _write_chunk(self, chunk: bytes) -> None:
+        """Store consecutive pages: the hot loop, so everything is a local."""
+        page_size, zero, compress, flag = self._page_size, self._zero, self._compress, self._flag
+        check_zero = self._layout.zero_page
+        descriptors, data, pack = self._descriptors, self._data, DESCRIPTOR.pack
+        zero_descriptor = self._zero_descriptor
+        offset = self.end_offset
+        zeros = 0
+        for start in range(0, len(chunk), page_size):
+            page = chunk[start : start + page_size]
+            if check_zero and page == zero:
+                zeros += 1
+                descriptors.append(zero_descriptor)
+                continue
+            if compress is not None:
+                packed = compress(page)
+                if len(packed) < page_size:
+                    descriptors.append(pack(offset, len(packed), flag, 0))
+                    data.append(packed)
+                    offset += len(packed)
+                    continue
+            descriptors.append(pack(offset, page_size, 0, 0))
+            data.append(page)
+            offset += page_size
+        self._data_size += offset - self.end_offset
+        self.end_offset = offset
+        self._filtered.stats.zero += zeros
 
     def _append_data(self, data: bytes) -> None:
         self._data.append(data)
