@@ -39,15 +39,16 @@ net_check() {
 	done
 	echo "CRASHLAB-NET: $ifc carrier=$(cat /sys/class/net/$ifc/carrier 2>/dev/null) driver=$(basename "$(readlink /sys/class/net/$ifc/device/driver)")"
 	ip addr add 10.0.2.15/24 dev "$ifc"
-	if { echo "CRASHLAB-NET-OK $ifc"; head -c 65536 /proc/vmcore; } | nc -w 10 "$CRASHLAB_NET_HOST" "$CRASHLAB_NET_PORT"; then
-		echo "CRASHLAB-NET: sent"
-	else
-		echo "CRASHLAB-NET: FAIL nc"
-	fi
+	# nc does not half-close; the host hangs up after 64 KiB, timeout bounds it
+	{ echo "CRASHLAB-NET-OK $ifc"; head -c 65536 /proc/vmcore; } \
+		| timeout 15 nc -w 10 "$CRASHLAB_NET_HOST" "$CRASHLAB_NET_PORT"
+	echo "CRASHLAB-NET: nc done rc=$?"
 }
 
 net_check
-dev=$(find_dump_disk) || fail "dump disk not found; block devices: $(ls /sys/block | tr '\n' ' ')"
+dev=$(find_dump_disk) || fail "dump disk not found after 60s; block devices: $(ls /sys/block | tr '\n' ' ')\
+scsi hosts: $(ls /sys/class/scsi_host 2>/dev/null | wc -l), sas phys: $(ls /sys/class/sas_phy 2>/dev/null | wc -l),\
+ sas end devices: $(ls /sys/class/sas_end_device 2>/dev/null | wc -l)"
 say "dumping to $dev at $(uptime_s)s"
 dd if=/proc/vmcore of="$dev" bs=1M seek=1 2>/tmp/dd.err || fail "dd failed: $(cat /tmp/dd.err)"
 sync

@@ -65,7 +65,7 @@ static int fill_file(const char *path, unsigned long pages, const char *prefix)
 	memset(buf, 0, sizeof(buf));
 	fsync(fd);
 	close(fd);
-	printf("CRASHLAB-RESULT file=%s pages=%lu\n", path, pages);
+	printf("CRASHLAB-INFO wrote %s (%lu pages)\n", path, pages);
 	return 0;
 }
 

@@ -91,8 +91,21 @@ def _record(name: str, ent: _Entry, ino: int) -> bytes:
     """One newc header + name + data, each padded to 4 bytes."""
     bname = name.encode() + b"\0"
     nlink = 2 if stat.S_ISDIR(ent.mode) else 1
-    fields = [ino, ent.mode, 0, 0, nlink, 0, len(ent.data), 0, 0,
-              ent.rdev[0], ent.rdev[1], len(bname), 0]
+    fields = [
+        ino,
+        ent.mode,
+        0,
+        0,
+        nlink,
+        0,
+        len(ent.data),
+        0,
+        0,
+        ent.rdev[0],
+        ent.rdev[1],
+        len(bname),
+        0,
+    ]
     hdr = b"070701" + b"".join(f"{f:08x}".encode() for f in fields)
     rec = hdr + bname + _pad4(len(hdr) + len(bname)) + ent.data + _pad4(len(ent.data))
     return rec

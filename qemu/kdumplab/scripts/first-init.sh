@@ -72,7 +72,8 @@ hwpoison() {
 
 arm_kdump
 [ -z "$THP" ] || echo "$THP" > /sys/kernel/mm/transparent_hugepage/enabled
-echo "CRASHLAB-RESULT thp=$(cat /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null)"
+# "always madvise [never]" -> "never" (RESULT values must not contain spaces)
+echo "CRASHLAB-RESULT thp=$(sed 's/.*\[\(.*\)\].*/\1/' /sys/kernel/mm/transparent_hugepage/enabled 2>/dev/null)"
 page_cache
 shmem
 anon_hold

@@ -21,9 +21,7 @@ class LabError(RuntimeError):
 
 def cache_dir() -> Path:
     """Return (and create) the cache root; $KDUMP_CAPTURE_CACHE overrides it."""
-    root = os.environ.get("KDUMP_CAPTURE_CACHE") or str(
-        Path.home() / ".cache" / "kdump-capture"
-    )
+    root = os.environ.get("KDUMP_CAPTURE_CACHE") or str(Path.home() / ".cache" / "kdump-capture")
     path = Path(root).expanduser().resolve()
     path.mkdir(parents=True, exist_ok=True)
     return path

@@ -57,7 +57,12 @@ def _add_base(cpio: Cpio, kern: Kernel, init_script: str) -> None:
     cpio.add_file("init", (SCRIPTS / init_script).read_bytes(), 0o755)
     order, _builtin, missing = resolve_modules(kern, WANTED_MODULES)
     if missing:
-        log(f"{kern.release}: modules neither built in nor shipped: {', '.join(missing)}")
+        why = (
+            "built in or renamed; this kernel ships no plain modules.builtin"
+            if not (kern.moddir / "modules.builtin").exists()
+            else "not in this kernel"
+        )
+        log(f"{kern.release}: no .ko for {', '.join(missing)} ({why})")
     names: list[str] = []
     for rel in order:
         name = re.sub(r"\.(xz|zst|gz)$", "", rel.rsplit("/", 1)[-1])
@@ -68,9 +73,16 @@ def _add_base(cpio: Cpio, kern: Kernel, init_script: str) -> None:
 
 def capture_initramfs(kern: Kernel) -> Path:
     """The reference capture initramfs: copy /proc/vmcore to the dump disk."""
-    key = digest([LAB_VERSION, kern.package, kern.version,
-                  file_digest(SCRIPTS / "capture-init.sh"),
-                  file_digest(SCRIPTS / "common.sh"), WANTED_MODULES])
+    key = digest(
+        [
+            LAB_VERSION,
+            kern.package,
+            kern.version,
+            file_digest(SCRIPTS / "capture-init.sh"),
+            file_digest(SCRIPTS / "common.sh"),
+            WANTED_MODULES,
+        ]
+    )
     out = cache_dir() / "initramfs" / f"capture-{kern.release}-{key}.img"
     if out.exists():
         return out
@@ -106,9 +118,19 @@ def _add_kexec(cpio: Cpio) -> None:
 def first_initramfs(kern: Kernel, capture_img: Path, capture_cmdline: str) -> Path:
     """The first kernel's initramfs: kexec, the helper, kernel + capture image."""
     helper = helper_binary()
-    key = digest([LAB_VERSION, kern.package, kern.version, file_digest(capture_img),
-                  capture_cmdline, file_digest(SCRIPTS / "first-init.sh"),
-                  file_digest(SCRIPTS / "common.sh"), helper.name, WANTED_MODULES])
+    key = digest(
+        [
+            LAB_VERSION,
+            kern.package,
+            kern.version,
+            file_digest(capture_img),
+            capture_cmdline,
+            file_digest(SCRIPTS / "first-init.sh"),
+            file_digest(SCRIPTS / "common.sh"),
+            helper.name,
+            WANTED_MODULES,
+        ]
+    )
     out = cache_dir() / "initramfs" / f"first-{kern.release}-{key}.img"
     if out.exists():
         return out

@@ -47,13 +47,14 @@ def read_phdrs(fh_bytes: bytes) -> list[Phdr]:
         raise LabError("vmcore does not start with an ELF header")
     if fh_bytes[4] != 2:
         raise LabError("vmcore is not ELF64")
-    phoff, = struct.unpack_from("<Q", fh_bytes, 0x20)
+    (phoff,) = struct.unpack_from("<Q", fh_bytes, 0x20)
     phentsize, phnum = struct.unpack_from("<HH", fh_bytes, 0x36)
     out = []
     for i in range(phnum):
         base = phoff + i * phentsize
         p_type, _flags, off, vaddr, paddr, filesz, memsz, _al = struct.unpack_from(
-            "<IIQQQQQQ", fh_bytes, base)
+            "<IIQQQQQQ", fh_bytes, base
+        )
         out.append(Phdr(p_type, off, vaddr, paddr, filesz, memsz))
     return out
 
@@ -76,7 +77,7 @@ def extract_vmcore(disk: Path, dest: Path) -> int:
         rec = src.read(512)
         if not rec.startswith(DONE_MAGIC):
             raise LabError("dump disk has no CRASHLAB-DONE record: capture did not finish")
-        size = int(rec[len(DONE_MAGIC):].split(b"\n", 1)[0])
+        size = int(rec[len(DONE_MAGIC) :].split(b"\n", 1)[0])
         src.seek(DUMP_OFFSET)
         head = src.read(min(size, 1 << 20))
         phdrs = read_phdrs(head)
@@ -138,11 +139,59 @@ def _scan(buf: bytes, pages: Counter[str], unique: dict[str, set[int]]) -> None:
     pos = find(b"CRASHLAB-")
     while pos != -1:
         if pos % PAGE == 0:
-            head = buf[pos:pos + 40]
+            head = buf[pos : pos + 40]
             dash = head.find(b"-", 9)
             bar = head.find(b"|", dash)
-            if dash > 0 and bar == dash + 9 and head[dash + 1:bar].isdigit():
+            if dash > 0 and bar == dash + 9 and head[dash + 1 : bar].isdigit():
                 kind = head[9:dash].decode()
                 pages[kind] += 1
-                unique.setdefault(kind, set()).add(int(head[dash + 1:bar]))
+                unique.setdefault(kind, set()).add(int(head[dash + 1 : bar]))
         pos = find(b"CRASHLAB-", (pos // PAGE + 1) * PAGE)
+
+
+KIND_OF_CONTENT = {
+    "anon": "ANON",
+    "page_cache": "CACHE",
+    "shmem": "SHM",
+    "hugetlb": "HUGE",
+    "hwpoison": "HWPOISON",
+}
+
+
+def check_dump(out_dir: Path) -> dict[str, object]:
+    """Compare a dump's pattern pages with its workload.json.
+
+    Returns {"ok": bool, "kinds": {kind: {"expected", "found_unique",
+    "found_pages"}}, "panic_comm_found": bool}.  A kind is fine when every
+    expected page number is present (unique count equal to expected).
+    """
+    import json  # local: only this helper needs it
+
+    info = json.loads((out_dir / "workload.json").read_text())
+    counts = count_patterns(out_dir / "vmcore")
+    kinds: dict[str, dict[str, int]] = {}
+    ok = True
+    for name, tag in KIND_OF_CONTENT.items():
+        expected = int(info["contents"][name]["pages"])
+        found = counts.get(tag, {"pages": 0, "unique": 0})
+        kinds[name] = {
+            "expected": expected,
+            "found_unique": found["unique"],
+            "found_pages": found["pages"],
+        }
+        ok = ok and found["unique"] == expected
+    # task_struct.comm is 16 NUL-padded bytes; a heuristic, not a task walk
+    comm = str(info.get("panic_comm", "crashlab-panic")).encode().ljust(16, b"\0")
+    comm_found = _contains(out_dir / "vmcore", comm)
+    return {"ok": ok and comm_found, "kinds": kinds, "panic_comm_found": comm_found}
+
+
+def _contains(path: Path, needle: bytes) -> bool:
+    """Whether the file contains needle (chunked, overlapping by len(needle))."""
+    with path.open("rb") as fh:
+        tail = b""
+        while chunk := fh.read(1 << 26):
+            if needle in tail + chunk:
+                return True
+            tail = chunk[-len(needle) :]
+    return False

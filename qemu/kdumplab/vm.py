@@ -8,9 +8,12 @@ KVM guests hang on the lab machines.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
+import shutil
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,14 +25,11 @@ _LIVE: set[int] = set()
 # Dump-disk attachments: name -> (qemu -device args, modules the guest needs)
 DISK_DEVICES: dict[str, list[str]] = {
     "virtio-blk": ["-device", "virtio-blk-pci,drive=dump"],
-    "virtio-scsi": ["-device", "virtio-scsi-pci,id=hba",
-                    "-device", "scsi-hd,drive=dump,bus=hba.0"],
+    "virtio-scsi": ["-device", "virtio-scsi-pci,id=hba", "-device", "scsi-hd,drive=dump,bus=hba.0"],
     "ahci": ["-device", "ahci,id=hba", "-device", "ide-hd,drive=dump,bus=hba.0"],
-    "lsi53c895a": ["-device", "lsi53c895a,id=hba",
-                   "-device", "scsi-hd,drive=dump,bus=hba.0"],
+    "lsi53c895a": ["-device", "lsi53c895a,id=hba", "-device", "scsi-hd,drive=dump,bus=hba.0"],
     "megasas": ["-device", "megasas,id=hba", "-device", "scsi-hd,drive=dump,bus=hba.0"],
-    "mptsas1068": ["-device", "mptsas1068,id=hba",
-                   "-device", "scsi-hd,drive=dump,bus=hba.0"],
+    "mptsas1068": ["-device", "mptsas1068,id=hba", "-device", "scsi-hd,drive=dump,bus=hba.0"],
     "nvme": ["-device", "nvme,drive=dump,serial=crashlabdump"],
 }
 
@@ -46,11 +46,19 @@ GUESTFWD_PORT = 4321
 
 def _kill_group(pid: int) -> None:
     """SIGKILL a process group we started; ignore it if already gone."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
     _LIVE.discard(pid)
+
+
+def _pdeathsig_prefix() -> list[str]:
+    """setpriv (util-linux) makes the kernel SIGKILL QEMU if Python dies, even by SIGKILL."""
+    return ["setpriv", "--pdeathsig", "KILL", "--"] if shutil.which("setpriv") else []
+
+
+def _sigterm(signum: int, _frame: object) -> None:
+    """Turn SIGTERM/SIGHUP into SystemExit so finally/atexit kill QEMU."""
+    raise SystemExit(128 + signum)
 
 
 @atexit.register
@@ -80,19 +88,42 @@ class VmSpec:
 def qemu_argv(spec: VmSpec) -> list[str]:
     """The QEMU command line: TCG, no defaults, serial to a file, no reboot."""
     argv = [
-        "qemu-system-x86_64", "-accel", "tcg", "-nodefaults", "-no-reboot",
-        "-display", "none", "-monitor", "none", "-cpu", "max", "-smp", "1",
-        "-m", str(spec.memory_mb), "-serial", f"file:{spec.console}",
-        "-kernel", str(spec.kernel), "-initrd", str(spec.initrd),
-        "-append", spec.cmdline,
+        "qemu-system-x86_64",
+        "-accel",
+        "tcg",
+        "-nodefaults",
+        "-no-reboot",
+        "-display",
+        "none",
+        "-monitor",
+        "none",
+        "-cpu",
+        "max",
+        "-smp",
+        "1",
+        "-m",
+        str(spec.memory_mb),
+        "-serial",
+        f"file:{spec.console}",
+        "-kernel",
+        str(spec.kernel),
+        "-initrd",
+        str(spec.initrd),
+        "-append",
+        spec.cmdline,
     ]
     if spec.work_disk:
-        argv += ["-drive", f"file={spec.work_disk},if=none,id=work,format=raw",
-                 "-device", "virtio-blk-pci,drive=work"]
+        argv += [
+            "-drive",
+            f"file={spec.work_disk},if=none,id=work,format=raw",
+            "-device",
+            "virtio-blk-pci,drive=work",
+        ]
     if spec.dump_disk:
         if spec.dump_device not in DISK_DEVICES:
-            raise LabError(f"unknown dump device {spec.dump_device!r}; "
-                           f"choose from {', '.join(DISK_DEVICES)}")
+            raise LabError(
+                f"unknown dump device {spec.dump_device!r}; choose from {', '.join(DISK_DEVICES)}"
+            )
         argv += ["-drive", f"file={spec.dump_disk},if=none,id=dump,format=raw"]
         argv += DISK_DEVICES[spec.dump_device]
     if spec.nic:
@@ -106,8 +137,7 @@ def _nic_args(spec: VmSpec) -> list[str]:
         raise LabError(f"unknown NIC {spec.nic!r}; choose from {', '.join(NIC_MODELS)}")
     netdev = "user,id=n0,restrict=on"
     if spec.host_port:
-        netdev += (f",guestfwd=tcp:{GUESTFWD_IP}:{GUESTFWD_PORT}"
-                   f"-tcp:127.0.0.1:{spec.host_port}")
+        netdev += f",guestfwd=tcp:{GUESTFWD_IP}:{GUESTFWD_PORT}-tcp:127.0.0.1:{spec.host_port}"
     return ["-netdev", netdev, "-device", f"{NIC_MODELS[spec.nic]},netdev=n0"]
 
 
@@ -124,15 +154,23 @@ class VmResult:
 def run_vm(spec: VmSpec, timeout: float) -> VmResult:
     """Boot the guest and wait for QEMU to exit (poweroff/reboot) or time out."""
     spec.console.unlink(missing_ok=True)
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(sig) == signal.SIG_DFL:
+                signal.signal(sig, _sigterm)
     errfile = spec.console.with_suffix(".qemu-stderr")
     start = time.monotonic()
     with errfile.open("wb") as err:
         try:
-            proc = subprocess.Popen(qemu_argv(spec), stdin=subprocess.DEVNULL,
-                                    stdout=err, stderr=err, start_new_session=True)
+            proc = subprocess.Popen(
+                _pdeathsig_prefix() + qemu_argv(spec),
+                stdin=subprocess.DEVNULL,
+                stdout=err,
+                stderr=err,
+                start_new_session=True,
+            )
         except FileNotFoundError as exc:
-            raise LabError("qemu-system-x86_64 not found: apt-get install "
-                           "qemu-system-x86") from exc
+            raise LabError("qemu-system-x86_64 not found: apt-get install qemu-system-x86") from exc
         _LIVE.add(proc.pid)
         timed_out = False
         try:
@@ -143,8 +181,12 @@ def run_vm(spec: VmSpec, timeout: float) -> VmResult:
             # also reaps anything QEMU forked; safe if it already exited
             _kill_group(proc.pid)
             proc.wait()
-    return VmResult(None if timed_out else proc.returncode, timed_out,
-                    time.monotonic() - start, errfile.read_text(errors="replace"))
+    return VmResult(
+        None if timed_out else proc.returncode,
+        timed_out,
+        time.monotonic() - start,
+        errfile.read_text(errors="replace"),
+    )
 
 
 def console_tail(console: Path, lines: int = 20) -> str:

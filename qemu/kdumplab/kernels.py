@@ -48,11 +48,35 @@ SUITE_SOURCES: dict[str, list[str]] = {
 # Modules the guests need: virtio + ext4 for the workload, plus every
 # storage/NIC driver of the device matrix.  Built-ins are skipped.
 WANTED_MODULES = [
-    "virtio_pci", "virtio_blk", "virtio_net", "virtio_scsi", "virtio_console",
-    "ext4", "jbd2", "mbcache", "crc16", "crc32c_generic", "crc32c_intel",
-    "libcrc32c", "ahci", "libahci", "libata", "sd_mod", "scsi_mod",
-    "sym53c8xx", "megaraid_sas", "mptsas", "mptscsih", "mptbase",
-    "nvme", "nvme_core", "e1000", "e1000e", "8139too", "af_packet",
+    "virtio_pci",
+    "virtio_blk",
+    "virtio_net",
+    "virtio_scsi",
+    "virtio_console",
+    "ext4",
+    "jbd2",
+    "mbcache",
+    "crc16",
+    "crc32c_generic",
+    "crc32c_intel",
+    "libcrc32c",
+    "ahci",
+    "libahci",
+    "libata",
+    "sd_mod",
+    "scsi_mod",
+    "sym53c8xx",
+    "megaraid_sas",
+    "mptsas",
+    "mptscsih",
+    "mptbase",
+    "nvme",
+    "nvme_core",
+    "e1000",
+    "e1000e",
+    "8139too",
+    "8139cp",
+    "af_packet",
 ]
 
 
@@ -69,9 +93,11 @@ class Kernel:
     @property
     def vmlinuz(self) -> Path:
         """The bootable bzImage (in /boot, or beside the modules on newer Debian)."""
-        for cand in (self.root / "boot" / f"vmlinuz-{self.release}",
-                     self.root / "usr" / "lib" / "modules" / self.release / "vmlinuz",
-                     self.root / "lib" / "modules" / self.release / "vmlinuz"):
+        for cand in (
+            self.root / "boot" / f"vmlinuz-{self.release}",
+            self.root / "usr" / "lib" / "modules" / self.release / "vmlinuz",
+            self.root / "lib" / "modules" / self.release / "vmlinuz",
+        ):
             if cand.exists():
                 return cand
         return self.root / "boot" / f"vmlinuz-{self.release}"
@@ -88,8 +114,10 @@ class Kernel:
     @property
     def config(self) -> Path:
         """The kernel .config shipped with the image, used to check options."""
-        for cand in (self.root / "boot" / f"config-{self.release}",
-                     self.root / "usr" / "lib" / "modules" / self.release / "config"):
+        for cand in (
+            self.root / "boot" / f"config-{self.release}",
+            self.root / "usr" / "lib" / "modules" / self.release / "config",
+        ):
             if cand.exists():
                 return cand
         return self.root / "boot" / f"config-{self.release}"
@@ -109,13 +137,20 @@ def _apt_opts(suite: str) -> list[str]:
     """apt -o options that point at the private per-suite configuration."""
     base = _apt_dir(suite)
     return [
-        "-o", f"Dir::Etc::sourcelist={base / 'sources.list'}",
-        "-o", "Dir::Etc::sourceparts=/nonexistent",
-        "-o", f"Dir::State={base / 'state'}",
-        "-o", f"Dir::Cache={base / 'cache'}",
-        "-o", "Dir::State::status=/var/lib/dpkg/status",
-        "-o", "APT::Sandbox::User=root",
-        "-o", "Acquire::Languages=none",
+        "-o",
+        f"Dir::Etc::sourcelist={base / 'sources.list'}",
+        "-o",
+        "Dir::Etc::sourceparts=/nonexistent",
+        "-o",
+        f"Dir::State={base / 'state'}",
+        "-o",
+        f"Dir::Cache={base / 'cache'}",
+        "-o",
+        "Dir::State::status=/var/lib/dpkg/status",
+        "-o",
+        "APT::Sandbox::User=root",
+        "-o",
+        "Acquire::Languages=none",
     ]
 
 
@@ -142,8 +177,9 @@ def _resolve_meta(suite: str, meta: str) -> tuple[str, str]:
 def _download(suite: str, pkg: str, version: str, dest: Path) -> Path:
     """apt-get download the .deb into dest (which is in the cache)."""
     dest.mkdir(parents=True, exist_ok=True)
-    run(["apt-get", *_apt_opts(suite), "-qq", "download", f"{pkg}={version}"],
-        cwd=dest, timeout=900)
+    run(
+        ["apt-get", *_apt_opts(suite), "-qq", "download", f"{pkg}={version}"], cwd=dest, timeout=900
+    )
     debs = sorted(dest.glob(f"{pkg}_*.deb"))
     if not debs:
         raise LabError(f"apt-get download {pkg} produced no .deb in {dest}")
@@ -171,8 +207,7 @@ def get_kernel(alias: str, refresh: bool = False) -> Kernel:
     meta_file = kdir / f"{alias}.json"
     if meta_file.exists() and not refresh:
         info = json.loads(meta_file.read_text())
-        kern = Kernel(alias, info["release"], info["package"], info["version"],
-                      Path(info["root"]))
+        kern = Kernel(alias, info["release"], info["package"], info["version"], Path(info["root"]))
         if kern.vmlinuz.exists():
             _depmod(kern)
             return kern
@@ -193,10 +228,21 @@ def get_kernel(alias: str, refresh: bool = False) -> Kernel:
     if not kern.vmlinuz.exists():
         raise LabError(f"{pkg} has no /boot/vmlinuz-{release}")
     _depmod(kern)
-    atomic_write(meta_file, json.dumps({
-        "alias": alias, "suite": suite, "meta": meta, "package": pkg,
-        "version": version, "release": release, "root": str(root),
-    }, indent=2).encode())
+    atomic_write(
+        meta_file,
+        json.dumps(
+            {
+                "alias": alias,
+                "suite": suite,
+                "meta": meta,
+                "package": pkg,
+                "version": version,
+                "release": release,
+                "root": str(root),
+            },
+            indent=2,
+        ).encode(),
+    )
     log(f"kernel {alias}: {pkg} {version}")
     return kern
 
