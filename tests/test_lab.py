@@ -12,7 +12,6 @@ import json
 import re
 import sys
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
@@ -24,7 +23,7 @@ from tests.realcores import REPO
 from tests.test_real_vmcores import _ram_pfns_from_headers, _readelf_prstatus_count
 
 sys.path.insert(0, str(REPO / "qemu"))
-from kdumplab import VmcoreResult, make_vmcore  # noqa: E402
+from kdumplab import VmcoreResult, make_vmcore
 
 PATTERN = re.compile(rb"CRASHLAB-(ANON|CACHE|SHM)-\d{8}\|")
 WORKLOAD = {"CACHE_MB": 32, "SHM_MB": 8, "ANON_MB": 48, "ZERO_MB": 8, "SLAB_FILES": 5000}
