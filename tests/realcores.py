@@ -1,13 +1,19 @@
-"""Real vmcores for the tests, decompressed once into the cache.
+"""Real vmcores for the tests, with makedumpfile's reference outputs.
 
 The shared fixtures (../shared/fixtures, or $KDUMP_CAPTURE_FIXTURES) hold two
-real vmcores with makedumpfile's reference outputs. Outside the workplace that
-provides them, the QEMU lab makes vmcores instead.
+real vmcores, decompressed once into the cache. Where they are absent (or
+with KDUMP_CAPTURE_FIXTURES=lab), the QEMU lab makes the same two vmcores
+(Debian 6.1 and 6.12, 512 MiB, the fixtures' workload) and the references
+are made from them by the same makedumpfile versions: 1.7.2 for the log,
+1.7.8 (sid chroot, tests/oracles.py) for the caller-id log and the page report.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,10 +46,12 @@ def fixtures_dir() -> Path | None:
 
 
 def shared_cores() -> list[RealCore]:
-    """The shared fixtures' vmcores, decompressed into the cache on first use."""
+    """The real vmcores: the shared fixtures', or the lab's where there are none."""
+    if os.environ.get("KDUMP_CAPTURE_FIXTURES") == "lab":
+        return lab_cores()
     root = fixtures_dir()
     if root is None:
-        return []
+        return lab_cores()
     cores = []
     for folder in sorted(root.glob("vmcore-*")):
         compressed = folder / "vmcore.elf.zst"
@@ -68,12 +76,62 @@ def _decompressed(source: Path, name: str) -> Path:
     return target
 
 
+LEVELS = (0, 1, 2, 4, 8, 16, 31)
+
+
+def lab_cores() -> list[RealCore]:
+    """Vmcores the QEMU lab makes (cached), with their reference outputs."""
+    sys.path.insert(0, str(REPO / "qemu"))
+    from kdumplab import make_vmcore
+
+    cores = []
+    for kernel in ("6.1", "6.12"):
+        result = make_vmcore(kernel=kernel, memory_mb=512)
+        reference = result.cache_entry / "reference"
+        if not (reference / "report.txt").is_file():
+            _make_references(result.vmcore, result.kernel_release, reference)
+        cores.append(RealCore(f"lab-{kernel}-512M", result.vmcore, reference))
+    return cores
+
+
+def _make_references(vmcore: Path, release: str, reference: Path) -> None:
+    from tests import oracles
+
+    partial = reference.with_name("reference.partial")
+    partial.mkdir(parents=True, exist_ok=True)
+    (partial / "kernel-version").write_text(release + "\n")
+    log = partial / "vmcore-dmesg.txt"
+    log.unlink(missing_ok=True)
+    subprocess.run(["makedumpfile", "--dump-dmesg", str(vmcore), str(log)], check=True)
+    callerid = partial / "vmcore-dmesg-callerid.txt"
+    callerid.unlink(missing_ok=True)
+    _checked(oracles.makedumpfile_new("--dump-dmesg", vmcore, callerid))
+    sections = []
+    for level in LEVELS:
+        out = partial / "dump"
+        out.unlink(missing_ok=True)
+        run = _checked(
+            oracles.makedumpfile_new("-l", "-d", str(level), "--message-level", "23", vmcore, out)
+        )
+        report = re.search(
+            r"^Original pages.*?^Total pages.*?$", run.stdout, re.MULTILINE | re.DOTALL
+        )
+        assert report, run.stdout
+        sections.append(f"### makedumpfile 1.7.8 -l -d {level}\n{report.group(0)}\n")
+        out.unlink()
+    (partial / "report.txt").write_text("".join(sections))
+    partial.replace(reference)
+
+
+def _checked(run: subprocess.CompletedProcess[str]) -> subprocess.CompletedProcess[str]:
+    if run.returncode:
+        raise RuntimeError(f"makedumpfile failed: {run.stdout}{run.stderr}")
+    return run
+
+
 def main() -> None:
     """Print the path of one real vmcore (used by scripts/quickstart)."""
-    cores = shared_cores()
-    if not cores:
-        raise SystemExit("no real vmcore: set KDUMP_CAPTURE_FIXTURES to the shared fixtures folder")
-    print(cores[0].vmcore)
+    print(shared_cores()[0].vmcore)
 
 
 if __name__ == "__main__":
