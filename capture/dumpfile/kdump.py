@@ -124,9 +124,8 @@ def write_kdump(
     except NoSpaceError as error:
         log.error("%s; the dump is incomplete", error)
         outcome.incomplete = True
-    header_bytes = header.pack(incomplete=outcome.incomplete)
     _write_metadata(sink, layout, filtered, header.sub_header(), vmcore.core.notes)
-    sink.write_at(0, header_bytes)
+    sink.write_at(0, header.pack(incomplete=outcome.incomplete))
     outcome.bytes_written = pages.end_offset
     return outcome
 
@@ -149,13 +148,12 @@ class _HeaderFields:
     def pack(self, incomplete: bool) -> bytes:
         vmcore, layout = self._vmcore, self._layout
         status = self._codec.flag | (STATUS_INCOMPLETE if incomplete else 0)
-        fields = HEADER.pack(
+        return HEADER.pack(
             SIGNATURE, HEADER_VERSION, _utsname(vmcore),
             _crashtime(vmcore), 0,
             status, layout.block_size, layout.sub_header_blocks, layout.bitmap_blocks,
             min(layout.max_pfn, 2**32 - 1), 0, 0, 0, 0, vmcore.cpus,
         )  # fmt: skip
-        return fields
 
     def sub_header(self) -> bytes:
         vmcore, layout = self._vmcore, self._layout
