@@ -91,3 +91,21 @@ def test_the_filter_drops_the_workload(capture: VmcoreResult) -> None:
         user_only = _patterns_kept(vmcore, DumpLevel.USER)
         assert user_only["CACHE"] >= contents["page_cache"]["pages"]
         assert user_only["ANON"] < everything["ANON"] - contents["anon"]["pages"] + 64
+
+
+SPECIAL = {"HUGETLB_PAGES": 8, "HWPOISON_PAGES": 16, "THP": "always", "SLAB_FILES": 30000}
+
+
+@pytest.mark.parametrize("kernel", ["6.1", "6.12"])
+def test_hugetlb_hwpoison_and_slab_as_makedumpfile(kernel: str, tmp_path) -> None:
+    """Hugetlb and transparent huge pages, poisoned pages, heavy slab: the
+    dump is byte for byte makedumpfile 1.7.8's at the levels that touch them."""
+    result = make_vmcore(kernel=kernel, memory_mb=768, workload=SPECIAL)
+    contents = json.loads(result.workload_json.read_text())["contents"]
+    assert contents["hwpoison"]["pages"] == 16 and contents["hugetlb"]["pages"] > 0
+    for level in ("0", "8", "31"):
+        theirs, mine = tmp_path / f"theirs-{level}", tmp_path / f"ours-{level}"
+        run = oracles.makedumpfile_new("-l", "-d", level, result.vmcore, theirs)
+        assert run.returncode == 0, run.stdout + run.stderr
+        assert main(["dump", "-l", "-d", level, str(result.vmcore), str(mine)]) == 0
+        assert mine.read_bytes() == theirs.read_bytes(), f"-d {level}"
