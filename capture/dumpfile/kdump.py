@@ -208,6 +208,8 @@ class _PageStream:
         self._descriptor_at = layout.descriptors_offset
         self.end_offset = layout.data_offset
         self._zero_descriptor = DESCRIPTOR.pack(layout.data_offset, self._page_size, 0, 0)
+        self._zero_chunk = bytes(_READ_PAGES * self._page_size)
+        self._stored_zero = self._store(self._zero)
         if layout.zero_page:
             self._append_data(self._zero)
 
@@ -243,6 +245,9 @@ class _PageStream:
 
     def _write_chunk(self, chunk: bytes) -> None:
         """Store consecutive pages: the hot loop, so everything is a local."""
+        if chunk == self._zero_chunk:  # whole runs of zeros are common (free, unused RAM)
+            self._write_zero_pages(len(chunk) // self._page_size)
+            return
         page_size, zero, compress, flag = self._page_size, self._zero, self._compress, self._flag
         check_zero = self._layout.zero_page
         descriptors, data, pack = self._descriptors, self._data, DESCRIPTOR.pack
@@ -257,10 +262,11 @@ class _PageStream:
                 continue
             if compress is not None:
                 packed = compress(page)
-                if len(packed) < page_size:
-                    descriptors.append(pack(offset, len(packed), flag, 0))
+                size = len(packed)
+                if size < page_size:
+                    descriptors.append(pack(offset, size, flag, 0))
                     data.append(packed)
-                    offset += len(packed)
+                    offset += size
                     continue
             descriptors.append(pack(offset, page_size, 0, 0))
             data.append(page)
@@ -268,6 +274,27 @@ class _PageStream:
         self._data_size += offset - self.end_offset
         self.end_offset = offset
         self._filtered.stats.zero += zeros
+
+    def _store(self, page: bytes) -> tuple[bytes, int]:
+        """What a page becomes in the file, and its descriptor flag."""
+        if self._compress is not None:
+            packed = self._compress(page)
+            if len(packed) < self._page_size:
+                return packed, self._flag
+        return page, 0
+
+    def _write_zero_pages(self, count: int) -> None:
+        """``count`` zero pages, each stored as the codec stores a zero page."""
+        if self._layout.zero_page:
+            self._descriptors.extend([self._zero_descriptor] * count)
+            self._filtered.stats.zero += count
+            return
+        stored, flag = self._stored_zero
+        size, offset, pack = len(stored), self.end_offset, DESCRIPTOR.pack
+        self._descriptors.extend(pack(offset + i * size, size, flag, 0) for i in range(count))
+        self._data.append(stored * count)
+        self._data_size += size * count
+        self.end_offset += size * count
 
     def _append_data(self, data: bytes) -> None:
         self._data.append(data)
