@@ -12,6 +12,7 @@ import json
 import re
 import sys
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -23,7 +24,7 @@ from tests.realcores import REPO
 from tests.test_real_vmcores import _ram_pfns_from_headers, _readelf_prstatus_count
 
 sys.path.insert(0, str(REPO / "qemu"))
-from kdumplab import VmcoreResult, make_vmcore
+from kdumplab import LabError, VmcoreResult, make_vmcore
 
 PATTERN = re.compile(rb"CRASHLAB-(ANON|CACHE|SHM)-\d{8}\|")
 WORKLOAD = {"CACHE_MB": 32, "SHM_MB": 8, "ANON_MB": 48, "ZERO_MB": 8, "SLAB_FILES": 5000}
@@ -109,3 +110,29 @@ def test_hugetlb_hwpoison_and_slab_as_makedumpfile(kernel: str, tmp_path) -> Non
         assert run.returncode == 0, run.stdout + run.stderr
         assert main(["dump", "-l", "-d", level, str(result.vmcore), str(mine)]) == 0
         assert mine.read_bytes() == theirs.read_bytes(), f"-d {level}"
+
+
+def test_a_hanging_run_ends_at_its_timeout(tmp_path) -> None:
+    """No guest finishes in 5 s: the lab says where it stopped and leaves no QEMU."""
+    before = _qemu_processes()
+    with pytest.raises(LabError, match=r"timed out after 5s"):
+        make_vmcore(
+            kernel="6.1",
+            memory_mb=512,
+            workload=WORKLOAD,
+            out_dir=tmp_path,
+            timeout=5,
+            use_cache=False,
+        )
+    assert _qemu_processes() <= before
+
+
+def _qemu_processes() -> set[int]:
+    found = set()
+    for status in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if status.read_text().startswith("qemu-system"):
+                found.add(int(status.parent.name))
+        except OSError:
+            continue
+    return found
