@@ -64,7 +64,7 @@ def filter_pages(vmcore: Vmcore, level: DumpLevel) -> FilterResult:
 def _walk(vmcore: Vmcore, memmap: MemMap, rules: PageRules, result: FilterResult) -> None:
     stats, bitmap2, max_pfn = result.stats, result.bitmap2, result.bitmap2.size
     skip_until = 0
-    for start, end in _segment_pfns(vmcore):
+    for start, end in vmcore.segment_pfn_ranges():
         for run in memmap.columns(start, end):
             candidates = (1 << run.count) - 1
             verdict = classify_run(run, rules, result.level, candidates, skip_until)
@@ -75,22 +75,3 @@ def _walk(vmcore: Vmcore, memmap: MemMap, rules: PageRules, result: FilterResult
                 bitmap2.clear_range(first, last)
                 stats.add(category, min(last, max_pfn) - first)
                 skip_until = max(skip_until, last)
-
-
-def _segment_pfns(vmcore: Vmcore) -> list[tuple[int, int]]:
-    """Pfns whose first byte lies in a PT_LOAD, merged.
-
-    makedumpfile tests a page's start address against the segments, so a
-    partial last page counts here though bitmap1 leaves it out.
-    """
-    page_size = vmcore.page_size
-    ranges: list[tuple[int, int]] = []
-    for segment in vmcore.core.segments:
-        start, end = segment.paddr // page_size, -(-segment.end // page_size)
-        if start >= end:
-            continue
-        if ranges and start <= ranges[-1][1]:
-            ranges[-1] = (ranges[-1][0], max(ranges[-1][1], end))
-        else:
-            ranges.append((start, end))
-    return ranges

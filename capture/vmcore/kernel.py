@@ -222,13 +222,25 @@ class Vmcore:
     def ram_ranges(self) -> list[tuple[int, int]]:
         """RAM as merged ``[start_pfn, end_pfn)`` ranges, each pfn once.
 
-        A partial page at either end of a PT_LOAD is not counted, as in
-        makedumpfile's first bitmap.
+        A partial last page of a PT_LOAD is not counted, as in makedumpfile's
+        first bitmap.
         """
+        return self._pfn_ranges(partial_last_page=False)
+
+    def segment_pfn_ranges(self) -> list[tuple[int, int]]:
+        """Pfns whose first byte lies in a PT_LOAD, merged.
+
+        makedumpfile's mem_map walk tests a page's start address against the
+        segments, so here a partial last page counts.
+        """
+        return self._pfn_ranges(partial_last_page=True)
+
+    def _pfn_ranges(self, partial_last_page: bool) -> list[tuple[int, int]]:
         page_size = self._page_size_or_default()
         ranges: list[tuple[int, int]] = []
         for segment in self.core.segments:
-            start, end = segment.paddr // page_size, segment.end // page_size
+            start = segment.paddr // page_size
+            end = -(-segment.end // page_size) if partial_last_page else segment.end // page_size
             if start >= end:
                 continue
             if ranges and start <= ranges[-1][1]:
