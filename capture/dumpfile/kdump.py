@@ -199,6 +199,7 @@ class _PageStream:
         self._vmcore, self._filtered, self._layout = vmcore, filtered, layout
         self._sink, self._outcome, self._progress = sink, outcome, progress
         self._compress = codec.make()
+        self._compress_pages = codec.make_batch(vmcore.page_size) if codec.make_batch else None
         self._flag = codec.flag
         self._page_size = vmcore.page_size
         self._zero = bytes(self._page_size)
@@ -254,14 +255,15 @@ class _PageStream:
         zero_descriptor = self._zero_descriptor
         offset = self.end_offset
         zeros = 0
-        for start in range(0, len(chunk), page_size):
+        batch = self._compress_pages(chunk) if self._compress_pages is not None else None
+        for index, start in enumerate(range(0, len(chunk), page_size)):
             page = chunk[start : start + page_size]
             if check_zero and page == zero:
                 zeros += 1
                 descriptors.append(zero_descriptor)
                 continue
             if compress is not None:
-                packed = compress(page)
+                packed = batch[index] if batch is not None else compress(page)
                 size = len(packed)
                 if size < page_size:
                     descriptors.append(pack(offset, size, flag, 0))
