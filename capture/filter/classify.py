@@ -44,7 +44,6 @@ class Category:
     USER = "user"
     HWPOISON = "hwpoison"
     OFFLINE = "offline"
-    ORDER = (FREE, UNACCEPTED, CACHE, CACHE_PRIVATE, USER, HWPOISON, OFFLINE)
 
 
 @dataclass
