@@ -7,19 +7,21 @@ This is the only place where errors become exit statuses: 0 success,
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from capture import __version__
-from capture.dumpfile import CODECS, DumpOptions, dump_vmcore, rebuild
-from capture.dumpfile.reader import open_dump
+from capture.dumpfile.codecs import CODECS
 from capture.errors import CaptureError
-from capture.filter import DumpLevel, parse_dump_level
-from capture.progress import ProgressLine, page_summary
-from capture.vmcore import format_log, read_kernel_log
-from capture.vmcore.summary import Summary, summarize
+from capture.filter.levels import DumpLevel, parse_dump_level
+
+if TYPE_CHECKING:
+    from capture.vmcore.summary import Summary
+
+# Each command imports the modules it runs when it runs: start-up is a large
+# part of a small dump's time, and `dump` needs none of dmesg's or info's.
 
 __all__ = ("main",)
 
@@ -142,6 +144,9 @@ def _dump_level(text: str) -> DumpLevel:
 
 
 def _dmesg(args: argparse.Namespace) -> None:
+    from capture.dumpfile.reader import open_dump
+    from capture.vmcore.printk import format_log, read_kernel_log
+
     with open_dump(args.vmcore) as vmcore:
         kernel_log = read_kernel_log(vmcore)
     text = format_log(kernel_log, caller_id=args.caller_id)
@@ -157,6 +162,9 @@ def _dmesg(args: argparse.Namespace) -> None:
 
 
 def _dump(args: argparse.Namespace) -> int:
+    from capture.dumpfile.dump import DumpOptions, dump_vmcore
+    from capture.progress import ProgressLine, page_summary
+
     if args.elf and args.codec not in (None, "none"):
         print("error: ELF dumps are not compressed: drop -E or the codec flag", file=sys.stderr)
         return EXIT_USAGE
@@ -170,6 +178,8 @@ def _dump(args: argparse.Namespace) -> int:
     report = dump_vmcore(args.vmcore, args.output, options, progress)
     print(page_summary(report), file=sys.stderr)
     if args.report:
+        import json
+
         with open(args.report, "w") as file:
             json.dump(report.as_json(), file, indent=2)
             file.write("\n")
@@ -182,6 +192,8 @@ def _dump(args: argparse.Namespace) -> int:
 
 
 def _rebuild(args: argparse.Namespace) -> None:
+    from capture.dumpfile.flattened import rebuild
+
     if args.input == "-":
         rebuild(sys.stdin.buffer, args.output)
     else:
@@ -190,6 +202,11 @@ def _rebuild(args: argparse.Namespace) -> None:
 
 
 def _info(args: argparse.Namespace) -> None:
+    import json
+
+    from capture.dumpfile.reader import open_dump
+    from capture.vmcore.summary import summarize
+
     with open_dump(args.vmcore) as vmcore:
         summary = summarize(vmcore)
     if args.json:

@@ -13,8 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from capture.dumpfile.codecs import codec_by_name
-from capture.dumpfile.elf import write_elf
-from capture.dumpfile.kdump import DumpOutcome, write_kdump
+from capture.dumpfile.kdump import write_kdump
+from capture.dumpfile.outcome import DumpOutcome
 from capture.dumpfile.sink import FileSink, FlattenedSink, Sink
 from capture.filter import DumpLevel, FilterStats, filter_pages
 from capture.vmcore import Vmcore
@@ -83,6 +83,8 @@ def dump_vmcore(
         sink, closer = _open_sink(output, options.flattened)
         try:
             if options.elf:
+                from capture.dumpfile.elf import write_elf  # only -E needs it: imports cost
+
                 outcome = write_elf(vmcore, filtered, sink, callback)
             else:
                 outcome = write_kdump(vmcore, filtered, codec, sink, callback)

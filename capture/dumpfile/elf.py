@@ -16,7 +16,7 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from capture.dumpfile.kdump import DumpOutcome, Progress
+from capture.dumpfile.outcome import DumpOutcome, Progress
 from capture.dumpfile.sink import NoSpaceError, Sink
 from capture.errors import CaptureError
 from capture.filter import DumpLevel, FilterResult

@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
+from itertools import accumulate, compress, repeat
+from operator import not_
 
 from capture.dumpfile.codecs import Codec
+from capture.dumpfile.outcome import DumpOutcome, Progress
 from capture.dumpfile.sink import NoSpaceError, Sink
 from capture.errors import CaptureError
 from capture.filter import DumpLevel, FilterResult
 from capture.vmcore import Vmcore
 from capture.vmcore.notes import find_vmcoreinfo
 
-__all__ = ("DumpOutcome", "KdumpLayout", "write_kdump")
+__all__ = ("KdumpLayout", "write_kdump")
 
 log = logging.getLogger("capture")
 
@@ -34,20 +37,6 @@ DESCRIPTOR = struct.Struct("<qIIQ")
 _FLUSH_BYTES = 2 << 20
 _READ_PAGES = 256
 _UTS_FIELD = 65
-
-Progress = Callable[[int, int], None]
-"""Called with (pages written, bytes written so far)."""
-
-
-@dataclass
-class DumpOutcome:
-    """What a writer produced."""
-
-    bytes_written: int = 0
-    pages_written: int = 0
-    incomplete: bool = False
-    unreadable: list[int] = field(default_factory=list)
-    """Pfns the filter kept but the vmcore could not supply (a truncated file)."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +78,14 @@ class KdumpLayout:
 
 def _ceil_div(value: int, unit: int) -> int:
     return -(-value // unit)
+
+
+def _merge_zero_pages(
+    descriptors: Iterable[bytes], is_zero: list[bool], zero_descriptor: bytes
+) -> list[bytes]:
+    """Descriptors in pfn order: the shared zero page's where ``is_zero``."""
+    others = iter(descriptors)
+    return [zero_descriptor if zero else next(others) for zero in is_zero]
 
 
 def write_kdump(
@@ -199,7 +196,6 @@ class _PageStream:
         self._vmcore, self._filtered, self._layout = vmcore, filtered, layout
         self._sink, self._outcome, self._progress = sink, outcome, progress
         self._compress = codec.make()
-        self._compress_pages = codec.make_batch(vmcore.page_size) if codec.make_batch else None
         self._flag = codec.flag
         self._page_size = vmcore.page_size
         self._zero = bytes(self._page_size)
@@ -210,7 +206,8 @@ class _PageStream:
         self.end_offset = layout.data_offset
         self._zero_descriptor = DESCRIPTOR.pack(layout.data_offset, self._page_size, 0, 0)
         self._zero_chunk = bytes(_READ_PAGES * self._page_size)
-        self._stored_zero = self._store(self._zero)
+        stored, flags = self._store([self._zero])
+        self._stored_zero = stored[0], next(iter(flags))
         if layout.zero_page:
             self._append_data(self._zero)
 
@@ -245,45 +242,44 @@ class _PageStream:
         self._after_pages(end - first)
 
     def _write_chunk(self, chunk: bytes) -> None:
-        """Store consecutive pages: the hot loop, so everything is a local."""
+        """Store consecutive pages: the hot path, so every per-page step is a
+        C-level ``map`` over the whole chunk, never a Python loop."""
         if chunk == self._zero_chunk:  # whole runs of zeros are common (free, unused RAM)
             self._write_zero_pages(len(chunk) // self._page_size)
             return
-        page_size, zero, compress, flag = self._page_size, self._zero, self._compress, self._flag
-        check_zero = self._layout.zero_page
-        descriptors, data, pack = self._descriptors, self._data, DESCRIPTOR.pack
-        zero_descriptor = self._zero_descriptor
-        offset = self.end_offset
-        zeros = 0
-        batch = self._compress_pages(chunk) if self._compress_pages is not None else None
-        for index, start in enumerate(range(0, len(chunk), page_size)):
-            page = chunk[start : start + page_size]
-            if check_zero and page == zero:
-                zeros += 1
-                descriptors.append(zero_descriptor)
-                continue
-            if compress is not None:
-                packed = batch[index] if batch is not None else compress(page)
-                size = len(packed)
-                if size < page_size:
-                    descriptors.append(pack(offset, size, flag, 0))
-                    data.append(packed)
-                    offset += size
-                    continue
-            descriptors.append(pack(offset, page_size, 0, 0))
-            data.append(page)
-            offset += page_size
-        self._data_size += offset - self.end_offset
-        self.end_offset = offset
-        self._filtered.stats.zero += zeros
+        page_size, zero = self._page_size, self._zero
+        pages = [chunk[start : start + page_size] for start in range(0, len(chunk), page_size)]
+        is_zero = None
+        if self._layout.zero_page and zero in pages:
+            is_zero = list(map(zero.__eq__, pages))
+            pages = list(compress(pages, map(not_, is_zero)))
+            self._filtered.stats.zero += len(is_zero) - len(pages)
+        stored, flags = self._store(pages)
+        sizes = list(map(len, stored))
+        offsets = list(accumulate(sizes, initial=self.end_offset))
+        end = offsets.pop()
+        descriptors: Iterable[bytes] = map(DESCRIPTOR.pack, offsets, sizes, flags, repeat(0))
+        if is_zero is not None:
+            descriptors = _merge_zero_pages(descriptors, is_zero, self._zero_descriptor)
+        self._descriptors.extend(descriptors)
+        self._data.extend(stored)
+        self._data_size += end - self.end_offset
+        self.end_offset = end
 
-    def _store(self, page: bytes) -> tuple[bytes, int]:
-        """What a page becomes in the file, and its descriptor flag."""
-        if self._compress is not None:
-            packed = self._compress(page)
-            if len(packed) < self._page_size:
-                return packed, self._flag
-        return page, 0
+    def _store(self, pages: list[bytes]) -> tuple[list[bytes], Iterable[int]]:
+        """What each page becomes in the file, and the descriptor flags."""
+        if self._compress is None or not pages:
+            return pages, repeat(0)
+        packed = self._compress(pages)
+        page_size = self._page_size
+        if max(map(len, packed)) < page_size:
+            return packed, repeat(self._flag)
+        # A page that does not shrink is stored raw, as makedumpfile does.
+        shrunk = [len(out) < page_size for out in packed]
+        stored = [
+            out if small else page for out, page, small in zip(packed, pages, shrunk, strict=True)
+        ]
+        return stored, [self._flag if small else 0 for small in shrunk]
 
     def _write_zero_pages(self, count: int) -> None:
         """``count`` zero pages, each stored as the codec stores a zero page."""

@@ -14,8 +14,6 @@ import zlib
 from collections import OrderedDict
 from typing import Protocol
 
-import zstandard
-
 from capture.dumpfile.kdump import DESCRIPTOR, HEADER, SIGNATURE, STATUS_INCOMPLETE, SUB_HEADER
 from capture.dumpfile.sink import FLAT_HEADER_SIZE, FLAT_SIGNATURE
 from capture.errors import CorruptError, NoDataError, UnsupportedError
@@ -229,7 +227,7 @@ def _decompress(data: bytes, flags: int, page_size: int, pfn: int) -> bytes:
         if flags == 0:
             page = data
         elif flags & 0x20:
-            page = zstandard.ZstdDecompressor().decompress(data, max_output_size=page_size)
+            page = _unzstd(data, page_size)
         elif flags & 0x1:
             page = zlib.decompress(data)
         elif flags & 0x2:
@@ -242,8 +240,17 @@ def _decompress(data: bytes, flags: int, page_size: int, pfn: int) -> bytes:
             page = bytes(cramjam.snappy.decompress_raw(data))
         else:
             raise CorruptError(f"page {pfn:#x} has unknown compression flags {flags:#x}")
-    except (zlib.error, zstandard.ZstdError, ImportError, ValueError, RuntimeError) as error:
+    except (zlib.error, ImportError, ValueError, RuntimeError) as error:
         raise CorruptError(f"page {pfn:#x} does not decompress: {error}") from None
     if len(page) != page_size:
         raise CorruptError(f"page {pfn:#x} decompresses to {len(page)} bytes, not {page_size}")
     return page
+
+
+def _unzstd(data: bytes, page_size: int) -> bytes:
+    import zstandard  # only zstd dumps need it: imported here, it costs no other command
+
+    try:
+        return zstandard.ZstdDecompressor().decompress(data, max_output_size=page_size)
+    except zstandard.ZstdError as error:
+        raise ValueError(str(error)) from None

@@ -69,7 +69,9 @@ class ElfCore:
         self._fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         try:
             self.size = os.fstat(self._fd).st_size
-            self._file = FileWindows(self._fd, self.size)
+            # /proc/vmcore reads fastest through mmap; a saved file through pread.
+            on_procfs = os.path.realpath(path).startswith("/proc/")
+            self._file = FileWindows(self._fd, self.size, use_mmap=on_procfs)
             self.machine, self.segments, note_ranges, self.note_phdr = _parse_headers(self._fd)
             self.notes = self._read_notes(note_ranges)
         except BaseException:

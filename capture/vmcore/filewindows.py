@@ -2,9 +2,11 @@
 
 /proc/vmcore is read far faster through ``mmap`` than through ``read()``
 (the kernel ioremaps every 4 KiB page for ``read()``; with mmap it maps large
-ranges at once), and a saved vmcore file reads the same way. Windows are
-released as reading moves on, so mapped pages never pile up in the crash
-kernel's small memory.
+ranges at once). A saved vmcore is the other way round: ``pread`` copies 1 MiB
+from the page cache at ~0.4 us a page where a populated mapping costs ~1.4 us
+a page, and a 4 KiB read in a new window populates all 4 MiB of it; so saved
+files are read with ``pread`` alone. Windows are released as reading moves
+on, so mapped pages never pile up in the crash kernel's small memory.
 """
 
 from __future__ import annotations
@@ -33,14 +35,16 @@ class FileWindows:
     filesystems, or a kernel before 3.11 for /proc/vmcore).
     """
 
-    def __init__(self, fd: int, size: int, window_size: int = WINDOW_SIZE) -> None:
+    def __init__(
+        self, fd: int, size: int, window_size: int = WINDOW_SIZE, use_mmap: bool = True
+    ) -> None:
         if window_size % mmap.ALLOCATIONGRANULARITY:
             raise ValueError("window size must be a multiple of the mmap granularity")
         self._fd = fd
         self.size = size
         self._window_size = window_size
         self._windows: OrderedDict[int, mmap.mmap] = OrderedDict()
-        self._use_mmap = True
+        self._use_mmap = use_mmap
 
     def read(self, offset: int, length: int) -> bytes:
         """Return ``length`` bytes at ``offset``.
