@@ -5,7 +5,9 @@ spec is silent, from the kernel sources it cites. It never imports `capture`:
 it is the independent half of every cross-check.
 
 Memory is sparse while building (a dict of page buffers) and only becomes a
-flat file in build(), so tests can use large-page layouts cheaply. Layout:
+flat file in build(), so tests can use large-page layouts cheaply. For machines
+too big for one bytes object (64 GiB of RAM), write_sparse() writes the same
+image as a sparse file instead: only the pages that exist take disk. Layout:
 
 * The kernel image [kernel_paddr, +kernel_size) holds init_top_pgt (the top
   page table), init_uts_ns and the small variables (prb, log_buf, mem_map ...).
@@ -20,8 +22,9 @@ flat file in build(), so tests can use large-page layouts cheaply. Layout:
 
 from __future__ import annotations
 
+import os
 import struct
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -116,23 +119,38 @@ def _pad4(b: bytes) -> bytes:
 
 
 class PhysMem:
-    """Sparse physical memory: only pages that were written exist."""
+    """Sparse physical memory: only pages that were written exist.
+
+    A page may also be a shared, read-only `bytes` (see share()), copied into
+    its own bytearray on its first write: the 262144 pages of default struct
+    pages of a 64 GiB machine then cost a dict entry each, not 1 GiB."""
 
     def __init__(self, page_size: int) -> None:
         self.page_size = page_size
-        self.pages: dict[int, bytearray] = {}
+        self.pages: dict[int, bytearray | bytes] = {}
 
     def copy(self) -> PhysMem:
         other = PhysMem(self.page_size)
-        other.pages = {pfn: bytearray(buf) for pfn, buf in self.pages.items()}
+        other.pages = {pfn: buf if isinstance(buf, bytes) else bytearray(buf)
+                       for pfn, buf in self.pages.items()}
         return other
+
+    def share(self, pfns: Iterable[int], page: bytes) -> None:
+        """Make every page of `pfns` exactly `page` (one buffer for all of them)."""
+        if len(page) != self.page_size:
+            raise ValueError(f"a shared page must be {self.page_size} bytes")
+        page = bytes(page)
+        for pfn in pfns:
+            self.pages[pfn] = page
 
     def write(self, paddr: int, data: bytes) -> None:
         view, pos, ps = memoryview(data), 0, self.page_size
         while pos < len(view):
             pfn, off = divmod(paddr + pos, ps)
             n = min(ps - off, len(view) - pos)
-            page = self.pages.setdefault(pfn, bytearray(ps))
+            page = self.pages.get(pfn)
+            if not isinstance(page, bytearray):  # absent, or shared: copy on write
+                page = self.pages[pfn] = bytearray(page if page is not None else ps)
             page[off:off + n] = view[pos:pos + n]
             pos += n
 
@@ -220,6 +238,7 @@ class VmcoreBuilder:
         self.vmcoreinfo_extra: list[str] = []
         self._user_writes: list[tuple[int, bytes]] = []
         self._user_pages: dict[int, StructPage] = {}
+        self._fills: list[tuple[Iterable[int], bytes]] = []
         self._records: list[LogRecord] = []
         self._hooks: list[Callable[[], None]] = []
         self._garble = False
@@ -287,6 +306,12 @@ class VmcoreBuilder:
             raise ValueError(f"pfn {pfn:#x} beyond max_pfn {self.max_pfn:#x}")
         self._user_pages[pfn] = page
 
+    def fill_pages(self, pfns: Iterable[int], page: bytes) -> None:
+        """Whole-page content for every pfn of `pfns` (e.g. a range) that the
+        builder's own structures leave empty; applied before set_page() and
+        write_phys(). One buffer is shared by all, so a million pages are cheap."""
+        self._fills.append((pfns, bytes(page)))
+
     def add_log(self, records: list[LogRecord]) -> None:
         self._records.extend(records)
 
@@ -306,6 +331,23 @@ class VmcoreBuilder:
     def write(self, path: str | Path) -> None:
         """Write the last built (or truncated) image; builds first if there is none."""
         Path(path).write_bytes(self.image if self.image is not None else self.build())
+
+    def write_sparse(self, path: str | Path) -> int:
+        """Build straight into `path` as a sparse file, byte for byte what build()
+        returns: only pages that exist are written, the rest stay holes that read
+        as zeros and use no disk. For machines too big for build(). Returns the
+        file size. self.image is left alone."""
+        mem = self._assemble()
+        size, headers, placed = self._file_layout()
+        with open(path, "wb") as f:
+            fd = f.fileno()
+            for pos, blob in headers:
+                os.pwrite(fd, blob, pos)
+            for placement in placed:
+                for pos, page in _placed_pages(mem, *placement):
+                    os.pwrite(fd, page, pos)
+            f.truncate(size)  # the tail may be a hole: truncate sets the size
+        return size
 
     def virt_to_phys(self, vaddr: int) -> int | None:
         """The builder's model of its own mappings (not a walk of the tables)."""
@@ -398,6 +440,8 @@ class VmcoreBuilder:
         self._write_uts()
         self._write_log()
         self.reserved = (rstart, self._ralloc.cur)
+        for pfns, data in self._fills:
+            self._fill(pfns, data)
         for pfn, page in sorted(self._user_pages.items()):
             self._write_struct_page(pfn, page)
         # Only the bytes written, not whole pages: a poke must not wipe its neighbours.
@@ -406,6 +450,10 @@ class VmcoreBuilder:
         for hook in self._hooks:
             hook()
         return self._mem
+
+    def _fill(self, pfns: Iterable[int], data: bytes) -> None:
+        pages = self._mem.pages
+        self._mem.share((pfn for pfn in pfns if pfn not in pages), data)
 
     def _kva(self, paddr: int) -> int:
         """Kernel-image virtual address of a physical address inside the image."""
@@ -510,6 +558,15 @@ class VmcoreBuilder:
     def _default_pages(self, count: int) -> bytes:
         return StructPage().pack() * count
 
+    def _write_default_pages(self, paddr: int, count: int) -> None:
+        """`count` default struct pages at `paddr`. Whole pages share one buffer:
+        a 64 GiB machine has 1 GiB of them, and they are not zero (_mapcount -1)."""
+        ps = self.page_size
+        per_page = ps // STRUCT_PAGE_SIZE
+        whole = count // per_page if paddr % ps == 0 else 0
+        self._mem.share(range(paddr // ps, paddr // ps + whole), self._default_pages(per_page))
+        self._mem.write(paddr + whole * ps, self._default_pages(count - whole * per_page))
+
     def _layout_memmap(self) -> None:
         if self.memory_model == "flatmem":
             self._layout_flatmem()
@@ -523,7 +580,7 @@ class VmcoreBuilder:
     def _layout_flatmem(self) -> None:
         size = self.max_pfn * STRUCT_PAGE_SIZE
         self.memmap_paddr = self._ralloc.alloc(size, self.page_size)
-        self._mem.write(self.memmap_paddr, self._default_pages(self.max_pfn))
+        self._write_default_pages(self.memmap_paddr, self.max_pfn)
         self.mem_map = self._dva(self.memmap_paddr)
         self._mem.write_u64(self._kvar("mem_map", 8), self.mem_map)
 
@@ -538,7 +595,7 @@ class VmcoreBuilder:
         else:
             base = self._layout_vmemmap_1g(size, default)
         self._vmemmap = base
-        self._mem.write(self.memmap_paddr, self._default_pages(self.max_pfn))
+        self._write_default_pages(self.memmap_paddr, self.max_pfn)
 
     def _layout_vmemmap_1g(self, size: int, default: int) -> int:
         # A 1 GiB page needs a 1 GiB aligned physical block, and small test RAM
@@ -563,7 +620,7 @@ class VmcoreBuilder:
         pps = self._pfns_per_section
         for nr in self._present_sections():
             pa = self._ralloc.alloc(pps * STRUCT_PAGE_SIZE, self.page_size)
-            self._mem.write(pa, self._default_pages(pps))
+            self._write_default_pages(pa, pps)
             self.section_mem_maps[nr] = self._dva(pa)
 
     def _section_mem_map_va(self, nr: int) -> int:
@@ -880,35 +937,45 @@ class VmcoreBuilder:
         loads = [(self.text, self.kernel_paddr, self.kernel_size)]
         return loads + [(self._dva(s), s, e - s) for s, e in self.ram]
 
-    def _serialize(self, mem: PhysMem) -> bytes:
+    def _file_layout(self) -> tuple[int, list[tuple[int, bytes]],
+                                    list[tuple[int, int, int]]]:
+        """The file both build() and write_sparse() write: its size, the
+        (file offset, bytes) of the headers and notes, and where every load
+        goes as (file offset of its region, region paddr, region length)."""
         ps, loads = self.page_size, self._loads()
         notes = self._notes()
         note_off = _roundup(64 + 56 * (1 + len(loads)), ps)
         off = _roundup(note_off + len(notes), ps)
         phdrs = [_phdr(4, note_off, 0, 0, len(notes), 4)]
-        placed: list[tuple[int, int, int]] = []  # (file offset of region, region paddr, len)
+        placed: list[tuple[int, int, int]] = []
         for vaddr, paddr, size in loads:
             region = _rounddown(paddr, ps)
             region_len = _roundup(paddr + size, ps) - region
             phdrs.append(_phdr(1, off + paddr - region, vaddr, paddr, size, 0))
             placed.append((off, region, region_len))
             off += region_len
-        image = bytearray(off)
-        image[0:64] = _ehdr(len(phdrs))
-        image[64:64 + 56 * len(phdrs)] = b"".join(phdrs)
-        image[note_off:note_off + len(notes)] = notes
-        for file_off, region, region_len in placed:
-            _copy_pages(image, mem, file_off, region, region_len)
+        headers = [(0, _ehdr(len(phdrs)) + b"".join(phdrs)), (note_off, notes)]
+        return off, headers, placed
+
+    def _serialize(self, mem: PhysMem) -> bytes:
+        size, headers, placed = self._file_layout()
+        image = bytearray(size)
+        for pos, blob in headers:
+            image[pos:pos + len(blob)] = blob
+        for placement in placed:
+            for pos, page in _placed_pages(mem, *placement):
+                image[pos:pos + len(page)] = page
         return bytes(image)
 
 
-def _copy_pages(image: bytearray, mem: PhysMem, file_off: int, region: int, length: int) -> None:
+def _placed_pages(mem: PhysMem, file_off: int, region: int,
+                  length: int) -> Iterator[tuple[int, bytes | bytearray]]:
+    """(file offset, content) of every existing page of one placed region."""
     ps = mem.page_size
     for pfn in range(region // ps, (region + length) // ps):
         page = mem.pages.get(pfn)
         if page is not None:
-            pos = file_off + pfn * ps - region
-            image[pos:pos + ps] = page
+            yield file_off + pfn * ps - region, page
 
 
 def _note(name: bytes, ntype: int, desc: bytes) -> bytes:

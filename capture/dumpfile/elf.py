@@ -15,6 +15,7 @@ import logging
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import compress
 
 from capture.dumpfile.outcome import DumpOutcome, Progress
 from capture.dumpfile.sink import NoSpaceError, Sink
@@ -36,6 +37,7 @@ _PHDR = struct.Struct("<IIQQQQQQ")
 _SHDR = struct.Struct("<IIQQQQIIQQ")
 _PT_LOAD, _PT_NOTE, _PN_XNUM = 1, 4, 0xFFFF
 _COPY_BYTES = 1 << 20
+_ZERO_SCAN_PAGES = 256
 
 
 @dataclass
@@ -129,19 +131,23 @@ def _input_loads(vmcore: Vmcore) -> list[LoadSegment]:
 
 def _exclude_zero_pages(vmcore: Vmcore, filtered: FilterResult) -> None:
     page_size = vmcore.page_size
-    zero = bytes(page_size)
+    zero, zero_chunk = bytes(page_size), bytes(_ZERO_SCAN_PAGES * page_size)
     bitmap2, stats = filtered.bitmap2, filtered.stats
     for start, end in bitmap2.runs():
-        for first in range(start, end, 256):
-            last = min(end, first + 256)
+        for first in range(start, end, _ZERO_SCAN_PAGES):
+            last = min(end, first + _ZERO_SCAN_PAGES)
             try:
                 chunk = vmcore.read_phys(first * page_size, (last - first) * page_size)
             except CaptureError:
                 continue  # unreadable pages are not known to be zero: keep them
-            for index in range(last - first):
-                if chunk[index * page_size : (index + 1) * page_size] == zero:
-                    bitmap2.clear_range(first + index, first + index + 1)
-                    stats.zero += 1
+            if chunk == zero_chunk:
+                bitmap2.clear_range(first, last)
+                stats.zero += last - first
+                continue
+            pages = (chunk[at : at + page_size] for at in range(0, len(chunk), page_size))
+            for pfn in compress(range(first, last), map(zero.__eq__, pages)):
+                bitmap2.clear_range(pfn, pfn + 1)
+                stats.zero += 1
 
 
 def _headers(

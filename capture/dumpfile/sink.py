@@ -83,8 +83,9 @@ class FileSink:
                 raise
 
     def close(self) -> None:
+        # No fsync, as makedumpfile: durability is the capture step's
+        # (Fedora's kdump runs `sync -f` before renaming vmcore-incomplete).
         if self._fd >= 0:
-            os.fsync(self._fd)
             os.close(self._fd)
             self._fd = -1
 
