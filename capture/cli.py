@@ -129,11 +129,22 @@ def _add_dump_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
         "-F", dest="flattened", action="store_true", help="write the flattened format"
     )
     dump.add_argument(
-        "--num-threads", type=int, default=1, metavar="N",
-        help="accepted for makedumpfile compatibility; pages are compressed on one thread",
+        "--num-threads", type=_thread_count, default=1, metavar="N",
+        help="compress on N threads (a crash kernel usually has one CPU: keep 1 there)",
     )  # fmt: skip
     dump.add_argument("--report", metavar="FILE", help="write the page counts as JSON")
     dump.set_defaults(command=_dump)
+
+
+def _thread_count(text: str) -> int:
+    """makedumpfile's --num-threads: 0 (its default) and 1 both mean no extra thread."""
+    try:
+        count = int(text)
+    except ValueError:
+        count = -1
+    if not 0 <= count <= 64:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a number of threads from 0 to 64")
+    return max(count, 1)
 
 
 def _dump_level(text: str) -> DumpLevel:
@@ -172,7 +183,11 @@ def _dump(args: argparse.Namespace) -> int:
         print("error: only a flattened dump (-F) can go to stdout", file=sys.stderr)
         return EXIT_USAGE
     options = DumpOptions(
-        level=args.level, codec=args.codec or "zstd", elf=args.elf, flattened=args.flattened
+        level=args.level,
+        codec=args.codec or "zstd",
+        elf=args.elf,
+        flattened=args.flattened,
+        threads=args.num_threads,
     )
     progress = ProgressLine.factory(sys.stderr) if sys.stderr.isatty() else None
     report = dump_vmcore(args.vmcore, args.output, options, progress)

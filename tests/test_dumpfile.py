@@ -57,6 +57,15 @@ def test_identical_to_makedumpfile(tmp_path: Path, ours: list[str], theirs: list
     assert (tmp_path / "ours").read_bytes() == (tmp_path / "theirs").read_bytes()
 
 
+@pytest.mark.parametrize("codec", ["-l", "-c", "-z", "-p"])
+def test_threads_write_the_same_file(tmp_path: Path, codec: str) -> None:
+    """Slices compressed at once on other threads land in pfn order, as on one."""
+    vmcore = str(core_61().vmcore)
+    assert dump(codec, "-d", "1", vmcore, str(tmp_path / "one")) == 0
+    assert dump(codec, "--num-threads", "3", "-d", "1", vmcore, str(tmp_path / "three")) == 0
+    assert (tmp_path / "three").read_bytes() == (tmp_path / "one").read_bytes()
+
+
 @pytest.mark.parametrize("form", [["-l"], ["-E"]], ids=["kdump", "elf"])
 def test_makedumpfile_rebuilds_our_flattened_stream(tmp_path: Path, form: list[str]) -> None:
     vmcore = str(core_61().vmcore)
@@ -161,7 +170,16 @@ def test_flattened_to_stdout(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "argv", [["-E", "-c"], ["-c", "-l"], ["-d", "32"], ["-d", "x"], ["--compress", "lz4"]]
+    "argv",
+    [
+        ["-E", "-c"],
+        ["-c", "-l"],
+        ["-d", "32"],
+        ["-d", "x"],
+        ["--compress", "lz4"],
+        ["--num-threads", "-1"],
+        ["--num-threads", "x"],
+    ],
 )
 def test_usage_errors(tmp_path: Path, argv: list[str]) -> None:
     result = subprocess.run(

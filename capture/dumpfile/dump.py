@@ -32,6 +32,8 @@ class DumpOptions:
     codec: str = "zstd"
     elf: bool = False
     flattened: bool = False
+    threads: int = 1
+    """Compression threads (makedumpfile's --num-threads)."""
 
 
 @dataclass
@@ -87,7 +89,7 @@ def dump_vmcore(
 
                 outcome = write_elf(vmcore, filtered, sink, callback)
             else:
-                outcome = write_kdump(vmcore, filtered, codec, sink, callback)
+                outcome = write_kdump(vmcore, filtered, codec, sink, callback, options.threads)
         except BaseException:
             closer(False)
             raise

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from itertools import accumulate, compress, repeat
 from operator import not_
 
-from capture.dumpfile.codecs import Codec
+from capture.dumpfile.codecs import Codec, CompressPages
 from capture.dumpfile.outcome import DumpOutcome, Progress
 from capture.dumpfile.sink import NoSpaceError, Sink
 from capture.errors import CaptureError
@@ -94,8 +94,10 @@ def write_kdump(
     codec: Codec,
     sink: Sink,
     progress: Progress | None = None,
+    threads: int = 1,
 ) -> DumpOutcome:
-    """Write ``vmcore``'s dumpable pages to ``sink`` in kdump-compressed format.
+    """Write ``vmcore``'s dumpable pages to ``sink`` in kdump-compressed format,
+    compressing on ``threads`` threads.
 
     ``filtered.stats.zero`` is updated with the zero pages found on the way.
     """
@@ -115,7 +117,8 @@ def write_kdump(
         # INCOMPLETE header until the end, in case we never get there.
         sink.reserve(0, layout.data_offset)
         sink.write_at(0, header.pack(incomplete=True))
-    pages = _PageStream(vmcore, filtered, codec, layout, sink, outcome, progress)
+    compressor = (codec.make(threads), codec.flag)
+    pages = _PageStream(vmcore, filtered, compressor, layout, sink, outcome, progress)
     try:
         pages.write_all()
     except NoSpaceError as error:
@@ -187,7 +190,7 @@ class _PageStream:
         self,
         vmcore: Vmcore,
         filtered: FilterResult,
-        codec: Codec,
+        compressor: tuple[CompressPages | None, int],
         layout: KdumpLayout,
         sink: Sink,
         outcome: DumpOutcome,
@@ -195,8 +198,7 @@ class _PageStream:
     ) -> None:
         self._vmcore, self._filtered, self._layout = vmcore, filtered, layout
         self._sink, self._outcome, self._progress = sink, outcome, progress
-        self._compress = codec.make()
-        self._flag = codec.flag
+        self._compress, self._flag = compressor
         self._page_size = vmcore.page_size
         self._zero = bytes(self._page_size)
         self._data: list[bytes] = []
