@@ -201,6 +201,7 @@ class _PageStream:
         self._compress, self._flag = compressor
         self._page_size = vmcore.page_size
         self._zero = bytes(self._page_size)
+        self._pending: list[bytes] = []
         self._data: list[bytes] = []
         self._data_size = 0
         self._descriptors: list[bytes] = []
@@ -214,48 +215,53 @@ class _PageStream:
             self._append_data(self._zero)
 
     def write_all(self) -> None:
-        bitmap2 = self._filtered.bitmap2
-        for start, end in bitmap2.runs():
+        for start, end in self._filtered.bitmap2.runs():
             for first in range(start, end, _READ_PAGES):
-                self._write_pages(first, min(end, first + _READ_PAGES))
+                self._read_pages(first, min(end, first + _READ_PAGES))
+        self._write_pending()
         self._flush()
 
-    def _write_pages(self, first: int, end: int) -> None:
+    def _read_pages(self, first: int, end: int) -> None:
+        """Queue pfns ``[first, end)``: short runs (a busy machine's -d 31 is
+        mostly runs of a few pages) are gathered, so the per-batch work is paid
+        once per ~256 pages however fragmented the dump is."""
         page_size = self._page_size
         try:
             chunk = self._vmcore.read_phys(first * page_size, (end - first) * page_size)
         except CaptureError:
-            self._write_salvaged(first, end)
+            self._read_salvaged(first, end)
             return
-        self._write_chunk(chunk)
-        self._after_pages(end - first)
+        if chunk == self._zero_chunk:  # whole runs of zeros are common (free, unused RAM)
+            self._write_pending()
+            self._write_zero_pages(end - first)
+            self._after_pages(end - first)
+            return
+        self._pending += [chunk[at : at + page_size] for at in range(0, len(chunk), page_size)]
+        if len(self._pending) >= _READ_PAGES:
+            self._write_pending()
 
-    def _write_salvaged(self, first: int, end: int) -> None:
+    def _read_salvaged(self, first: int, end: int) -> None:
         for pfn in range(first, end):
             try:
-                page = self._vmcore.read_phys(pfn * self._page_size, self._page_size)
+                self._pending.append(self._vmcore.read_phys(pfn * self._page_size, self._page_size))
             except CaptureError:
                 # Not in the vmcore after all: drop it from the dump, keeping
                 # bitmap2 and the descriptor ranks consistent.
                 self._filtered.bitmap2.clear_range(pfn, pfn + 1)
                 self._outcome.unreadable.append(pfn)
-                continue
-            self._write_chunk(page)
-        self._after_pages(end - first)
 
-    def _write_chunk(self, chunk: bytes) -> None:
-        """Store consecutive pages: the hot path, so every per-page step is a
-        C-level ``map`` over the whole chunk, never a Python loop."""
-        if chunk == self._zero_chunk:  # whole runs of zeros are common (free, unused RAM)
-            self._write_zero_pages(len(chunk) // self._page_size)
+    def _write_pending(self) -> None:
+        """Store the queued pages: the hot path, so every per-page step is a
+        C-level ``map`` over the whole batch, never a Python loop."""
+        pages, self._pending = self._pending, []
+        if not pages:
             return
-        page_size, zero = self._page_size, self._zero
-        pages = [chunk[start : start + page_size] for start in range(0, len(chunk), page_size)]
+        count, zero = len(pages), self._zero
         is_zero = None
         if self._layout.zero_page and zero in pages:
             is_zero = list(map(zero.__eq__, pages))
             pages = list(compress(pages, map(not_, is_zero)))
-            self._filtered.stats.zero += len(is_zero) - len(pages)
+            self._filtered.stats.zero += count - len(pages)
         stored, flags = self._store(pages)
         sizes = list(map(len, stored))
         offsets = list(accumulate(sizes, initial=self.end_offset))
@@ -267,6 +273,7 @@ class _PageStream:
         self._data.extend(stored)
         self._data_size += end - self.end_offset
         self.end_offset = end
+        self._after_pages(count)
 
     def _store(self, pages: list[bytes]) -> tuple[list[bytes], Iterable[int]]:
         """What each page becomes in the file, and the descriptor flags."""
