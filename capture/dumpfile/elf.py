@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import compress
 
@@ -87,24 +86,33 @@ def write_elf(
 
 
 def plan_loads(segment: LoadSegment, filtered: FilterResult, page_size: int) -> list[OutputLoad]:
-    """Split one input PT_LOAD by the dumpable bitmap, as makedumpfile does."""
-    bitmap2 = filtered.bitmap2
+    """Split one input PT_LOAD by the dumpable bitmap, as makedumpfile does.
+
+    Walked run by run, not page by page: a gap of excluded pages shorter
+    than EXCLUDED_RUN joins the file data, a longer one ends the load.
+    """
+    start, end = segment.paddr, segment.end
+    if end <= start:
+        return [OutputLoad(start, segment.vaddr, 0, 0, segment.flags, segment.align)]
+
+    def page_start(pfn: int) -> int:
+        return max(start, pfn * page_size)
+
+    def page_end(pfn: int) -> int:
+        return min(end, (pfn + 1) * page_size)
+
+    first_pfn, end_pfn = start // page_size, -(-end // page_size)
     loads: list[OutputLoad] = []
-    current = OutputLoad(segment.paddr, segment.vaddr, 0, 0, segment.flags, segment.align)
-    excluded = 0
-    for pfn, size in _pages(segment, page_size):
-        if not bitmap2.is_set(pfn):
-            excluded += 1
-            current.memsz += size
-            continue
-        if excluded < EXCLUDED_RUN:
-            current.memsz += size
-            current.filesz = current.memsz  # a short excluded run stays in the file
-        else:
-            loads.append(current)  # the long run becomes its memsz - filesz tail
-            current = _next_load(current, pfn, page_size)
-            current.memsz = current.filesz = size
-        excluded = 0
+    current = OutputLoad(start, segment.vaddr, 0, 0, segment.flags, segment.align)
+    after_last = first_pfn  # the pfn after the last dumpable page seen
+    for run_start, run_end in filtered.bitmap2.runs(first_pfn, end_pfn):
+        if run_start - after_last >= EXCLUDED_RUN:
+            current.memsz = page_start(run_start) - current.paddr  # the tail
+            loads.append(current)
+            current = _next_load(current, run_start, page_size)
+        current.memsz = current.filesz = page_end(run_end - 1) - current.paddr
+        after_last = run_end
+    current.memsz = end - current.paddr
     loads.append(current)
     return loads
 
@@ -113,15 +121,6 @@ def _next_load(previous: OutputLoad, pfn: int, page_size: int) -> OutputLoad:
     paddr = pfn * page_size
     vaddr = previous.vaddr + (paddr - previous.paddr)
     return OutputLoad(paddr, vaddr, 0, 0, previous.flags, previous.align)
-
-
-def _pages(segment: LoadSegment, page_size: int) -> Iterator[tuple[int, int]]:
-    """``(pfn, bytes of the segment in it)`` for every page the segment touches."""
-    address, end = segment.paddr, segment.end
-    while address < end:
-        page_end = min(end, (address // page_size + 1) * page_size)
-        yield address // page_size, page_end - address
-        address = page_end
 
 
 def _input_loads(vmcore: Vmcore) -> list[LoadSegment]:
@@ -202,14 +201,20 @@ def _copy(
     page_size = vmcore.page_size
     for done in range(0, load.filesz, _COPY_BYTES):
         size = min(_COPY_BYTES, load.filesz - done)
-        try:
-            data = vmcore.read_phys(load.paddr + done, size)
-        except CaptureError:
-            data = _salvage(vmcore, load.paddr + done, size, outcome)
-        sink.write_at(load.offset + done, data)
+        if not _copy_in_kernel(vmcore, load.paddr + done, size, sink, load.offset + done):
+            try:
+                data = vmcore.read_phys(load.paddr + done, size)
+            except CaptureError:
+                data = _salvage(vmcore, load.paddr + done, size, outcome)
+            sink.write_at(load.offset + done, data)
         outcome.pages_written += -(-size // page_size)
         if progress is not None:
             progress(outcome.pages_written, load.offset + done + size)
+
+
+def _copy_in_kernel(vmcore: Vmcore, paddr: int, size: int, sink: Sink, offset: int) -> bool:
+    span = vmcore.core.file_span(paddr, size)
+    return span is not None and sink.copy_from(*span, size, offset)
 
 
 def _salvage(vmcore: Vmcore, paddr: int, size: int, outcome: DumpOutcome) -> bytes:

@@ -125,6 +125,10 @@ class FlattenedFile:
 class KdumpCore:
     """A kdump-compressed dump seen as a core file: physical reads by page."""
 
+    def file_span(self, paddr: int, size: int) -> tuple[int, int] | None:
+        """Never: pages are compressed one by one."""
+        return None
+
     def __init__(self, path: str, source: _Source) -> None:
         self.path = path
         self._source = source

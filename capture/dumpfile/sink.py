@@ -22,6 +22,7 @@ FLAT_SIGNATURE = b"makedumpfile\0\0\0\0"
 FLAT_HEADER_SIZE = 4096
 _RECORD = struct.Struct(">qq")
 _END_MARKER = b"\xff" * 16
+_NO_COPY_RANGE = (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF)
 
 
 class NoSpaceError(CaptureError):
@@ -44,6 +45,14 @@ class Sink(Protocol):
 
     def reserve(self, offset: int, length: int) -> None:
         """Allocate space now, so later rewrites there cannot fail for lack of it."""
+        ...
+
+    def copy_from(self, fd: int, source_offset: int, length: int, offset: int) -> bool:
+        """Copy ``length`` bytes of file ``fd`` to ``offset`` inside the kernel.
+
+        :returns: False if this sink or the kernel cannot; then write the data.
+        :raises NoSpaceError: when space runs out.
+        """
         ...
 
     def close(self) -> None:
@@ -70,6 +79,26 @@ class FileSink:
                 if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
                     raise NoSpaceError(f"{self.path}: {os.strerror(error.errno)}", done) from None
                 raise
+
+    def copy_from(self, fd: int, source_offset: int, length: int, offset: int) -> bool:
+        # copy_file_range moves the bytes inside the kernel: no copy to user
+        # space and back, and on reflink filesystems no copy at all.
+        done = 0
+        while done < length:
+            try:
+                copied = os.copy_file_range(
+                    fd, self._fd, length - done, source_offset + done, offset + done
+                )
+            except OSError as error:
+                if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+                    raise NoSpaceError(f"{self.path}: {os.strerror(error.errno)}", done) from None
+                if done == 0 and error.errno in _NO_COPY_RANGE:
+                    return False
+                raise
+            if copied == 0:  # the source ended early: let the caller read what is there
+                return False
+            done += copied
+        return True
 
     def reserve(self, offset: int, length: int) -> None:
         if length <= 0:
@@ -112,6 +141,10 @@ class FlattenedSink:
 
     def reserve(self, offset: int, length: int) -> None:
         """Nothing to reserve on a stream."""
+
+    def copy_from(self, fd: int, source_offset: int, length: int, offset: int) -> bool:
+        """A stream's records carry the data itself: never."""
+        return False
 
     def close(self) -> None:
         self._stream.write(_END_MARKER)

@@ -72,6 +72,7 @@ class ElfCore:
             # /proc/vmcore reads fastest through mmap; a saved file through pread.
             on_procfs = os.path.realpath(path).startswith("/proc/")
             self._file = FileWindows(self._fd, self.size, use_mmap=on_procfs)
+            self._regular_file = not on_procfs
             self.machine, self.segments, note_ranges, self.note_phdr = _parse_headers(self._fd)
             self.notes = self._read_notes(note_ranges)
         except BaseException:
@@ -112,6 +113,19 @@ class ElfCore:
     def read_header(self, size: int) -> bytes:
         """The first ``size`` bytes of the file (the ELF header, for writers that copy it)."""
         return self._file.read(0, size)
+
+    def file_span(self, paddr: int, size: int) -> tuple[int, int] | None:
+        """``(fd, file offset)`` of ``[paddr, paddr+size)`` if it lies in one
+        stretch of a saved file (not /proc/vmcore), for ``copy_file_range``."""
+        if not self._regular_file:
+            return None
+        try:
+            extent = self._extent_at(paddr)
+        except NoDataError:
+            return None
+        if paddr + size > extent.end:
+            return None
+        return self._fd, extent.offset + paddr - extent.start
 
     def read_pfn(self, pfn: int, page_size: int) -> bytes:
         """Read one whole page frame."""

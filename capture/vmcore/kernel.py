@@ -52,6 +52,11 @@ class CoreFile(Protocol):
 
     def read_header(self, size: int) -> bytes: ...
 
+    def file_span(self, paddr: int, size: int) -> tuple[int, int] | None:
+        """``(fd, file offset)`` where ``[paddr, paddr+size)`` lies as is in a
+        regular file, so the kernel may copy it; None otherwise."""
+        ...
+
     def close(self) -> None: ...
 
 
