@@ -70,9 +70,8 @@ class ElfCore:
         try:
             self.size = os.fstat(self._fd).st_size
             # /proc/vmcore reads fastest through mmap; a saved file through pread.
-            on_procfs = os.path.realpath(path).startswith("/proc/")
-            self._file = FileWindows(self._fd, self.size, use_mmap=on_procfs)
-            self._regular_file = not on_procfs
+            self._on_procfs = os.path.realpath(path).startswith("/proc/")
+            self._file = FileWindows(self._fd, self.size, use_mmap=self._on_procfs)
             self.machine, self.segments, note_ranges, self.note_phdr = _parse_headers(self._fd)
             self.notes = self._read_notes(note_ranges)
         except BaseException:
@@ -117,7 +116,7 @@ class ElfCore:
     def file_span(self, paddr: int, size: int) -> tuple[int, int] | None:
         """``(fd, file offset)`` of ``[paddr, paddr+size)`` if it lies in one
         stretch of a saved file (not /proc/vmcore), for ``copy_file_range``."""
-        if not self._regular_file:
+        if self._on_procfs:
             return None
         try:
             extent = self._extent_at(paddr)
