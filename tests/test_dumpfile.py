@@ -205,3 +205,28 @@ def test_truncated_vmcore_dumps_what_exists(tmp_path: Path) -> None:
         assert kept
         for start, _end in kept[:50]:
             assert dumped.read_phys(start * 4096, 4096) == vmcore.read_phys(start * 4096, 4096)
+
+
+def test_truncated_vmcore_elf_dump_keeps_what_exists(tmp_path: Path) -> None:
+    """The ELF writer copies in the kernel where it can; where the file ends
+    early it falls back to reading, and the missing pages become zeros."""
+    source = core_61().vmcore
+    truncated = tmp_path / "truncated"
+    with source.open("rb") as full, truncated.open("wb") as cut:
+        shutil.copyfileobj(full, cut)
+        cut.truncate(source.stat().st_size * 3 // 4)
+    output, report = tmp_path / "dump", tmp_path / "report.json"
+    assert dump("-E", "-d", "31", "--report", str(report), str(truncated), str(output)) == 0
+    assert "not in the vmcore" in json.loads(report.read_text())["problems"][-1]
+    with open_dump(str(output)) as dumped, Vmcore(str(truncated)) as vmcore:
+        present = missing = 0
+        for segment in dumped.core.segments:
+            for paddr in range(segment.paddr, segment.paddr + segment.filesz, 4096 * 97):
+                page = dumped.read_phys(paddr, 4096)
+                if vmcore.core.has_phys(paddr, 4096):
+                    assert page == vmcore.read_phys(paddr, 4096)
+                    present += 1
+                else:
+                    assert page == bytes(4096)
+                    missing += 1
+        assert present and missing
