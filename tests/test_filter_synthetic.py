@@ -72,3 +72,25 @@ def test_compound_page_excluded_whole(tmp_path: Path) -> None:
     assert result.stats.user == 512
     assert not any(result.bitmap2.is_set(pfn) for pfn in range(head, head + 512))
     assert result.bitmap2.is_set(head + 512)
+
+
+def test_hugetlbfs_pages_go_with_user_data(tmp_path: Path) -> None:
+    """A file-backed (not anonymous) compound page is user data only if its
+    first tail says HUGETLB_PAGE_DTOR (6.1 layout: byte 16 of the tail), and
+    only if makedumpfile could read that tail: not across a 512-page chunk."""
+    builder = VmcoreBuilder()
+    heads = {6144: (2, 9), 8192: (1, 9), 10751: (2, 0)}  # pfn: (dtor, order)
+    for head in heads:
+        builder.set_page(head, StructPage(flags=1 << 16, mapping=0xFFFF888000200000))
+        builder.set_page(head + 1, StructPage(compound_head=0xFFFFEA0000000001))
+    builder.build()
+    for head, (dtor, order) in heads.items():
+        address = builder.virt_to_phys((builder.vmemmap or 0) + (head + 1) * 64 + 16)
+        assert address is not None
+        builder.write_phys(address, bytes([dtor, order]))
+    builder.build()
+    with Vmcore(build(tmp_path, builder)) as vmcore:
+        result = filter_pages(vmcore, DumpLevel.USER)
+    assert result.stats.user == 512
+    assert not any(result.bitmap2.is_set(pfn) for pfn in range(6144, 6144 + 512))
+    assert result.bitmap2.is_set(8192) and result.bitmap2.is_set(10751)

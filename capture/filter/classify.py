@@ -1,7 +1,7 @@
 """Classifying a run of struct pages, column by column.
 
 Each test (a flag bit, a page-type value, the anon bit of ``mapping``) turns
-one byte column of the run into an ``int`` bitset with ``bytes.translate``:
+byte columns of the run into an ``int`` bitset with whole-int operations:
 bit ``i`` stands for the run's ``i``-th page. The decision order of
 makedumpfile (spec/formats.md 3.4, first match wins) is then a few bitset
 operations. Only pages that start a multi-page range (a free buddy block, a
@@ -13,6 +13,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from capture.filter.levels import DumpLevel
 from capture.filter.rules import CompoundLayout, PageRules
@@ -20,18 +21,8 @@ from capture.vmcore.pagecolumns import PageColumns
 
 __all__ = ("Category", "RunVerdict", "classify_run")
 
-_ZERO, _ONE = ord("0"), ord("1")
-_BIT_TABLES = [bytes(_ONE if byte >> bit & 1 else _ZERO for byte in range(256)) for bit in range(8)]
 _READ_CHUNK = 512
 """makedumpfile reads struct pages 512 at a time and cannot see past a chunk."""
-
-
-@functools.cache
-def _equal_table(value: int) -> bytes:
-    """Translation table: ``value`` becomes "1", every other byte "0"."""
-    table = bytearray(b"0" * 256)
-    table[value] = _ONE
-    return bytes(table)
 
 
 class Category:
@@ -57,22 +48,34 @@ class RunVerdict:
 
 
 class _Columns:
-    """Bitset tests over one run's struct pages."""
+    """Bitset tests over one run's struct pages.
+
+    A byte column (one field byte of every struct page) is read once into an
+    int of 8-bit lanes, page ``i`` in bits ``8i..8i+7``; each test is then a
+    few whole-int operations (SWAR: all lanes at once) and one compaction of
+    the lanes' result bits into a plain bitset.
+    """
 
     def __init__(self, run: PageColumns) -> None:
         self.run = run
         self.count = run.count
         self._layout = run.layout
+        self._masks = _lane_masks(run.count)
+        self._lanes: dict[int, int] = {}
 
-    def _bits(self, offset: int, table: bytes) -> int:
-        column = self.run.raw[offset :: self._layout.size]
-        return int(column.translate(table)[::-1], 2) if column else 0
+    def _column(self, offset: int) -> int:
+        lanes = self._lanes.get(offset)
+        if lanes is None:
+            column = self.run.raw[offset :: self._layout.size]
+            lanes = self._lanes[offset] = int.from_bytes(column, "little")
+        return lanes
 
     def flag(self, bit: int | None) -> int:
         """Pages whose ``flags`` has ``bit`` set; none if the kernel lacks the flag."""
         if bit is None or not 0 <= bit < 64:
             return 0
-        return self._bits(self._layout.flags + bit // 8, _BIT_TABLES[bit % 8])
+        lanes = self._column(self._layout.flags + bit // 8)
+        return _compact(lanes >> (bit % 8) & self._masks.ones)
 
     def flag_mask(self, mask: int) -> int:
         """Pages whose ``flags`` has any bit of ``mask`` set."""
@@ -84,19 +87,57 @@ class _Columns:
 
     def mapcount_is(self, value: int | None) -> int:
         """Pages whose 32-bit ``_mapcount``/``page_type`` equals ``value``."""
-        if value is None:
-            return 0
-        result = (1 << self.count) - 1
-        for index in range(4):
-            table = _equal_table(value >> (8 * index) & 0xFF)
-            result &= self._bits(self._layout.mapcount + index, table)
-            if not result:
-                break
-        return result
+        return 0 if value is None else self.field_is(self._layout.mapcount, value, 4)
+
+    def field_is(self, offset: int, value: int, width: int) -> int:
+        """Pages whose little-endian ``width``-byte field at ``offset`` equals
+        ``value`` (``offset`` may reach into the next struct page: then the
+        last page has no such field and never matches)."""
+        masks = self._masks
+        equal = masks.high  # bit 7 of a lane: that page's bytes matched so far
+        for index in range(width):
+            wanted = masks.ones * (value >> (8 * index) & 0xFF)
+            diff = self._column(offset + index) ^ wanted
+            # A lane is zero iff adding 0x7f to its low 7 bits, or-ed with
+            # itself, leaves bit 7 clear; no lane carries into the next.
+            equal &= ~(((diff & masks.low) + masks.low) | diff)
+            if not equal:
+                return 0
+        pages = max(0, -(-(len(self.run.raw) - offset - width + 1) // self._layout.size))
+        return _compact(equal >> 7) & ((1 << pages) - 1)
 
     def low_bit(self, offset: int | None) -> int:
         """Pages whose little-endian word at ``offset`` has bit 0 set."""
-        return 0 if offset is None else self._bits(offset, _BIT_TABLES[0])
+        return 0 if offset is None else _compact(self._column(offset) & self._masks.ones)
+
+
+class _LaneMasks(NamedTuple):
+    ones: int
+    """0x01 in every lane."""
+    low: int
+    """0x7f in every lane."""
+    high: int
+    """0x80 in every lane."""
+
+
+@functools.cache
+def _lane_masks(count: int) -> _LaneMasks:
+    ones = int.from_bytes(b"\x01" * count, "little")
+    return _LaneMasks(ones, ones * 0x7F, ones * 0x80)
+
+
+_GATHER = 0x0102040810204080
+"""Times a 64-bit word of eight 0/1 bytes, puts them as eight bits in its top
+byte; lanes never carry into the next word's top byte."""
+
+
+def _compact(lanes: int) -> int:
+    """The bitset whose bit ``i`` is lane ``i`` of ``lanes`` (each lane 0 or 1)."""
+    if not lanes:
+        return 0
+    product = lanes * _GATHER
+    top_bytes = product.to_bytes((product.bit_length() + 71) // 8, "little")[7::8]
+    return int.from_bytes(top_bytes, "little")
 
 
 def classify_run(
@@ -218,21 +259,25 @@ def _hugetlb_heads(columns: _Columns, rules: PageRules, heads: int) -> int:
     """Heads (among ``heads``) of hugetlbfs pages."""
     if rules.hugetlb_type is not None:
         return columns.mapcount_is(rules.hugetlb_type) & heads
+    if rules.compound is CompoundLayout.FOLIO_FLAGS and rules.hugetlb_flag is not None:
+        hits = columns.flag(rules.hugetlb_flag) >> 1  # the flag is on the first tail page
+    elif rules.dtor_offset is not None and rules.hugetlb_dtor is not None:
+        width = 1 if rules.narrow_compound_fields else 2
+        hits = columns.field_is(rules.dtor_offset, rules.hugetlb_dtor, width)
+    else:
+        return 0
     run = columns.run
-    found = 0
-    for index in _set_bits(heads):
-        if index + 1 >= run.count or (run.start_pfn + index) % _READ_CHUNK == _READ_CHUNK - 1:
-            continue
-        if rules.compound is CompoundLayout.FOLIO_FLAGS and rules.hugetlb_flag is not None:
-            hit = bool(run.flags[index + 1] >> rules.hugetlb_flag & 1)
-        elif rules.dtor_offset is not None and rules.hugetlb_dtor is not None:
-            dtor = _field(run, index, rules.dtor_offset, rules.narrow_compound_fields)
-            hit = dtor == rules.hugetlb_dtor
-        else:
-            hit = False
-        if hit:
-            found |= 1 << index
-    return found
+    return hits & heads & ~_last_of_read_chunk(run.start_pfn % _READ_CHUNK, run.count)
+
+
+@functools.cache
+def _last_of_read_chunk(phase: int, count: int) -> int:
+    """Pages (of a run starting ``phase`` pages into a read chunk) whose first
+    tail page makedumpfile cannot see: the last of each chunk, and of the run."""
+    bits = 1 << (count - 1)
+    for index in range(_READ_CHUNK - 1 - phase, count, _READ_CHUNK):
+        bits |= 1 << index
+    return bits
 
 
 def _field(run: PageColumns, index: int, offset: int, narrow: bool) -> int:
