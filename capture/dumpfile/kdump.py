@@ -297,8 +297,11 @@ class _PageStream:
             self._filtered.stats.zero += count
             return
         stored, flag = self._stored_zero
-        size, offset, pack = len(stored), self.end_offset, DESCRIPTOR.pack
-        self._descriptors.extend(pack(offset + i * size, size, flag, 0) for i in range(count))
+        size, offset = len(stored), self.end_offset
+        offsets = range(offset, offset + count * size, size)
+        self._descriptors.extend(
+            map(DESCRIPTOR.pack, offsets, repeat(size), repeat(flag), repeat(0))
+        )
         self._data.append(stored * count)
         self._data_size += size * count
         self.end_offset += size * count
