@@ -7,7 +7,6 @@ ELF headers with pyelftools.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import re
 import subprocess
@@ -85,7 +84,7 @@ def test_page_table_walk_agrees_with_fast_paths(real_core: RealCore) -> None:
     with Vmcore(str(real_core.vmcore)) as vmcore:
         fast = vmcore.translator
         assert isinstance(fast, X86_64Translator)
-        layout = dataclasses.replace(fast.layout, kernel_image_size=0, direct_map_size=0)
+        layout = fast.layout._replace(kernel_image_size=0, direct_map_size=0)
         walker = X86_64Translator(layout, vmcore.read_phys)
         stext = vmcore.info.symbol("_stext")
         samples = [stext, stext + 0x1234, vmcore.info.symbol("init_uts_ns")]

@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
 from itertools import chain, repeat
-from typing import cast
+from typing import NamedTuple, cast
 
 from capture.errors import UnsupportedError
 
@@ -30,8 +29,7 @@ CompressPages = Callable[[list[bytes]], list[bytes]]
 """Compresses each page of a list on its own, one output per page."""
 
 
-@dataclass(frozen=True)
-class Codec:
+class Codec(NamedTuple):
     """One compression method and its page-descriptor flag."""
 
     name: str

@@ -9,8 +9,7 @@ from __future__ import annotations
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 from capture.dumpfile.codecs import codec_by_name
 from capture.dumpfile.kdump import write_kdump
@@ -24,11 +23,10 @@ __all__ = ("DumpOptions", "DumpReport", "dump_vmcore")
 _STREAM_BUFFER = 1 << 20
 
 
-@dataclass(frozen=True)
-class DumpOptions:
+class DumpOptions(NamedTuple):
     """What kind of dump to write."""
 
-    level: DumpLevel = DumpLevel(31)  # noqa: RUF009 - an immutable flag value
+    level: DumpLevel = DumpLevel(31)
     codec: str = "zstd"
     elf: bool = False
     flattened: bool = False
@@ -36,8 +34,7 @@ class DumpOptions:
     """Compression threads (makedumpfile's --num-threads)."""
 
 
-@dataclass
-class DumpReport:
+class DumpReport(NamedTuple):
     """What was written, for ``--report`` and the page summary."""
 
     options: DumpOptions
@@ -45,7 +42,7 @@ class DumpReport:
     outcome: DumpOutcome
     seconds: float
     max_pfn: int
-    problems: list[str] = field(default_factory=list)
+    problems: list[str]
 
     def as_json(self) -> dict[str, Any]:
         """The ``--report`` object."""

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import struct
-from dataclasses import dataclass
 from itertools import compress
 
 from capture.dumpfile.outcome import DumpOutcome, Progress
@@ -39,17 +38,15 @@ _COPY_BYTES = 1 << 20
 _ZERO_SCAN_PAGES = 256
 
 
-@dataclass
 class OutputLoad:
     """One output PT_LOAD: ``filesz`` bytes of data from ``paddr`` on."""
 
-    paddr: int
-    vaddr: int
-    memsz: int
-    filesz: int
-    flags: int
-    align: int
-    offset: int = 0
+    __slots__ = ("align", "filesz", "flags", "memsz", "offset", "paddr", "vaddr")
+
+    def __init__(self, paddr: int, vaddr: int, memsz: int, filesz: int, flags: int, align: int):
+        self.paddr, self.vaddr, self.memsz, self.filesz = paddr, vaddr, memsz, filesz
+        self.flags, self.align = flags, align
+        self.offset = 0
 
 
 def write_elf(

@@ -12,9 +12,9 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
 from itertools import accumulate, compress, repeat
 from operator import not_
+from typing import NamedTuple
 
 from capture.dumpfile.codecs import Codec, CompressPages
 from capture.dumpfile.outcome import DumpOutcome, Progress
@@ -39,8 +39,7 @@ _READ_PAGES = 256
 _UTS_FIELD = 65
 
 
-@dataclass(frozen=True)
-class KdumpLayout:
+class KdumpLayout(NamedTuple):
     """Where each part of the file goes, from the page size, notes and bitmaps."""
 
     block_size: int

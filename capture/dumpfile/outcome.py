@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 __all__ = ("DumpOutcome", "Progress")
 
@@ -11,12 +10,12 @@ Progress = Callable[[int, int], None]
 """Called with (pages written, bytes written so far)."""
 
 
-@dataclass
 class DumpOutcome:
     """What a writer produced."""
 
-    bytes_written: int = 0
-    pages_written: int = 0
-    incomplete: bool = False
-    unreadable: list[int] = field(default_factory=list)
-    """Pfns the filter kept but the vmcore could not supply (a truncated file)."""
+    def __init__(self) -> None:
+        self.bytes_written = 0
+        self.pages_written = 0
+        self.incomplete = False
+        self.unreadable: list[int] = []
+        """Pfns the filter kept but the vmcore could not supply (a truncated file)."""

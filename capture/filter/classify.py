@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from capture.filter.levels import DumpLevel
@@ -37,13 +36,12 @@ class Category:
     OFFLINE = "offline"
 
 
-@dataclass
-class RunVerdict:
+class RunVerdict(NamedTuple):
     """What to exclude from one run: single pages as bitsets, and ranges."""
 
-    singles: dict[str, int] = field(default_factory=dict)
+    singles: dict[str, int]
     """Per category, a bitset relative to the run's first pfn."""
-    ranges: list[tuple[str, int, int]] = field(default_factory=list)
+    ranges: list[tuple[str, int, int]]
     """``(category, first_pfn, end_pfn)``; may reach past the run's end."""
 
 
@@ -201,7 +199,7 @@ def _resolve_ranges(
     A page inside an earlier range is skipped, as makedumpfile's walk jumps
     past every range it excludes.
     """
-    verdict = RunVerdict()
+    verdict = RunVerdict({}, [])
     starters: dict[int, str] = {}
     for category, bits in found.items():
         multi = bits if category in (Category.FREE, Category.UNACCEPTED) else bits & head

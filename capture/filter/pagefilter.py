@@ -8,7 +8,7 @@ and loses each excluded page. Memory is one bit per pfn for each bitmap
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from capture.errors import CaptureError
 from capture.filter.bitmap import Bitmap
@@ -23,8 +23,7 @@ __all__ = ("FilterResult", "filter_pages")
 log = logging.getLogger("capture")
 
 
-@dataclass
-class FilterResult:
+class FilterResult(NamedTuple):
     """The bitmaps and counts of one filtering pass."""
 
     level: DumpLevel

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from capture.filter.levels import DumpLevel
 from capture.vmcore.vmcoreinfo import VmcoreInfo
@@ -39,8 +39,7 @@ def _u32(value: int | None) -> int | None:
     return None if value is None else value & 0xFFFFFFFF
 
 
-@dataclass(frozen=True)
-class PageRules:
+class PageRules(NamedTuple):
     """Flag bits and page-type values of the crashed kernel."""
 
     lru: int | None

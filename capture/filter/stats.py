@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-
 __all__ = ("FilterStats",)
 
 
-@dataclass
 class FilterStats:
     """How many pages each rule excluded.
 
@@ -17,16 +14,26 @@ class FilterStats:
     which overlaps RAM, twice).
     """
 
-    ram: int = 0
-    zero: int = 0
-    cache: int = 0
-    cache_private: int = 0
-    user: int = 0
-    free: int = 0
-    hwpoison: int = 0
-    offline: int = 0
-    unaccepted: int = 0
-    """Counted into ``free`` in reports, as makedumpfile does."""
+    CATEGORIES = (
+        "zero",
+        "cache",
+        "cache_private",
+        "user",
+        "free",
+        "hwpoison",
+        "offline",
+        "unaccepted",
+    )
+    """``unaccepted`` is counted into ``free`` in reports, as makedumpfile does."""
+
+    def __init__(self, ram: int = 0) -> None:
+        self.ram = ram
+        self.zero = self.cache = self.cache_private = self.user = self.free = 0
+        self.hwpoison = self.offline = self.unaccepted = 0
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{name}={value}" for name, value in self.counts().items())
+        return f"FilterStats({counts})"
 
     def add(self, category: str, pages: int) -> None:
         """Count ``pages`` more in ``category`` (a field name)."""
@@ -35,16 +42,14 @@ class FilterStats:
     @property
     def excluded(self) -> int:
         """Every excluded page."""
-        return (
-            self.zero
-            + self.cache
-            + self.cache_private
-            + self.user
-            + self.free
-            + self.hwpoison
-            + self.offline
-            + self.unaccepted
-        )
+        return sum(getattr(self, category) for category in self.CATEGORIES)
+
+    def counts(self) -> dict[str, int]:
+        """``ram`` and every category, by name."""
+        return {
+            "ram": self.ram,
+            **{category: getattr(self, category) for category in self.CATEGORIES},
+        }
 
     @property
     def dumped(self) -> int:
@@ -53,7 +58,7 @@ class FilterStats:
 
     def report(self) -> dict[str, int]:
         """The ``pages`` object of ``--report``."""
-        counts = asdict(self)
+        counts = self.counts()
         counts["free"] += counts.pop("unaccepted")
         counts["dumped"] = self.dumped
         return counts

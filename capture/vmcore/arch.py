@@ -7,8 +7,7 @@ so a new architecture is one new entry here and one translation module.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from capture.errors import UnsupportedError
 from capture.vmcore import x86_64
@@ -37,8 +36,7 @@ class Translator(Protocol):
         ...
 
 
-@dataclass(frozen=True)
-class Architecture:
+class Architecture(NamedTuple):
     """What the reader needs to know about one architecture."""
 
     name: str

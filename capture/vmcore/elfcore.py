@@ -10,8 +10,7 @@ from __future__ import annotations
 import bisect
 import os
 import struct
-from dataclasses import dataclass
-from typing import Self
+from typing import NamedTuple, Self
 
 from capture.errors import CorruptError, NoDataError, UnsupportedError
 from capture.vmcore.filewindows import FileWindows
@@ -29,8 +28,7 @@ _MAX_NOTES_SIZE = 64 << 20
 """No real vmcore has this much note data (a few KiB per CPU); more is corruption."""
 
 
-@dataclass(frozen=True)
-class LoadSegment:
+class LoadSegment(NamedTuple):
     """One PT_LOAD: a physical range and where its bytes are in the file."""
 
     paddr: int
@@ -48,8 +46,7 @@ class LoadSegment:
         return self.paddr + self.memsz
 
 
-@dataclass(frozen=True)
-class _Extent:
+class _Extent(NamedTuple):
     """A physical range with file data, disjoint from every other extent."""
 
     start: int

@@ -9,9 +9,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import dataclass
 from functools import cached_property
-from typing import Protocol, Self
+from typing import NamedTuple, Protocol, Self
 
 from capture.errors import CorruptError, NoDataError
 from capture.vmcore.arch import Architecture, Translator, architecture_for
@@ -60,8 +59,7 @@ class CoreFile(Protocol):
     def close(self) -> None: ...
 
 
-@dataclass(frozen=True)
-class Utsname:
+class Utsname(NamedTuple):
     """``init_uts_ns.name``: what ``uname -a`` printed on the crashed machine."""
 
     sysname: str

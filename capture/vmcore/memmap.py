@@ -14,7 +14,7 @@ import contextlib
 import logging
 from collections import Counter
 from collections.abc import Iterator
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from capture.errors import CorruptError, NoDataError
 from capture.vmcore.kernel import Vmcore
@@ -34,8 +34,7 @@ _RUN_PAGES = 32768
 """struct pages read per run: 2 MiB of vmemmap, one large-page translation."""
 
 
-@dataclass(frozen=True)
-class _Sparse:
+class _Sparse(NamedTuple):
     pfn_shift: int
     """log2 of pfns per section."""
     bases: dict[int, int]

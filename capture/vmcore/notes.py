@@ -7,7 +7,7 @@ registers from it); this module only walks it.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from capture.errors import CorruptError
 
@@ -17,8 +17,7 @@ NT_PRSTATUS = 1
 _NOTE_HEADER = struct.Struct("<III")
 
 
-@dataclass(frozen=True)
-class Note:
+class Note(NamedTuple):
     """One ELF note: name without its NUL, type, descriptor bytes."""
 
     name: bytes

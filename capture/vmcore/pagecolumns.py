@@ -12,8 +12,7 @@ from __future__ import annotations
 import struct
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from capture.errors import CorruptError
 from capture.vmcore.vmcoreinfo import VmcoreInfo
@@ -21,8 +20,7 @@ from capture.vmcore.vmcoreinfo import VmcoreInfo
 __all__ = ("PageColumns", "StructPageLayout")
 
 
-@dataclass(frozen=True)
-class StructPageLayout:
+class StructPageLayout(NamedTuple):
     """Size of ``struct page`` and the offsets of the fields the filter reads."""
 
     size: int

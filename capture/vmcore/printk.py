@@ -17,7 +17,7 @@ in :attr:`KernelLog.error`, so the operator still gets the log's head.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from capture.errors import CaptureError, CorruptError, NoDataError
 from capture.vmcore.kernel import Vmcore
@@ -35,8 +35,7 @@ _CALLER_WIDTH = 8
 """makedumpfile's PID_CHARS_DEFAULT: the caller id column is 8 wide."""
 
 
-@dataclass(frozen=True)
-class LogRecord:
+class LogRecord(NamedTuple):
     """One printk record."""
 
     ts_nsec: int
@@ -45,14 +44,14 @@ class LogRecord:
     """``T<pid>`` or, with bit 31 set, ``C<cpu>``; None when the kernel has none."""
 
 
-@dataclass
 class KernelLog:
     """The log as read: records, or plain text for rings before Linux 3.5."""
 
-    records: list[LogRecord] = field(default_factory=list)
-    plain_text: bytes | None = None
-    error: CaptureError | None = None
-    """Why reading stopped early; what was read before it is still here."""
+    def __init__(self) -> None:
+        self.records: list[LogRecord] = []
+        self.plain_text: bytes | None = None
+        self.error: CaptureError | None = None
+        """Why reading stopped early; what was read before it is still here."""
 
 
 def read_kernel_log(vmcore: Vmcore) -> KernelLog:
@@ -208,16 +207,9 @@ def _lockless_ids(tail: int, head: int, count: int) -> Iterator[int] | None:
     return ((tail + step) & _ID_MASK for step in range(distance + 1))
 
 
-@dataclass
 class _LocklessRing:
-    info: VmcoreInfo
-    descs: bytes
-    infos: bytes
-    text: bytes
-    count: int
-
-    def __post_init__(self) -> None:
-        info = self.info
+    def __init__(self, info: VmcoreInfo, descs: bytes, infos: bytes, text: bytes, count: int):
+        self.info, self.descs, self.infos, self.text, self.count = info, descs, infos, text, count
         desc = _Struct(info, ("prb_desc",))
         lpos = _Struct(info, ("prb_data_blk_lpos",))
         printk_info = _Struct(info, ("printk_info",))

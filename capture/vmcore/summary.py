@@ -7,7 +7,6 @@ facts that depend on it; the failures are returned beside what was found.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from capture.errors import CaptureError
@@ -19,24 +18,24 @@ __all__ = ("Summary", "summarize")
 T = TypeVar("T")
 
 
-@dataclass
 class Summary:
     """Facts about a vmcore; a fact that could not be read is None."""
 
-    release: str | None = None
-    crash_time: int | None = None
-    cpus: int | None = None
-    page_size: int | None = None
-    ram_pages: int | None = None
-    ram_ranges: list[list[int]] = field(default_factory=list)
-    memory_model: str | None = None
-    vmemmap: int | None = None
-    phys_base: int | None = None
-    machine: str | None = None
-    nodename: str | None = None
-    version: str | None = None
-    problems: list[str] = field(default_factory=list)
-    """What could not be read, one line each."""
+    def __init__(self) -> None:
+        self.release: str | None = None
+        self.crash_time: int | None = None
+        self.cpus: int | None = None
+        self.page_size: int | None = None
+        self.ram_pages: int | None = None
+        self.ram_ranges: list[list[int]] = []
+        self.memory_model: str | None = None
+        self.vmemmap: int | None = None
+        self.phys_base: int | None = None
+        self.machine: str | None = None
+        self.nodename: str | None = None
+        self.version: str | None = None
+        self.problems: list[str] = []
+        """What could not be read, one line each."""
 
     def as_json(self) -> dict[str, Any]:
         """The JSON object of ``info --json``."""

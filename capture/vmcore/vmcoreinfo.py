@@ -10,7 +10,6 @@ makedumpfile, which scans from the top.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
 
 from capture.errors import CorruptError
 
@@ -19,7 +18,6 @@ __all__ = ("VmcoreInfo", "parse_vmcoreinfo")
 _KEY = re.compile(r"(SYMBOL|SIZE|OFFSET|LENGTH|NUMBER)\((.+)\)\Z")
 
 
-@dataclass
 class VmcoreInfo:
     """Parsed VMCOREINFO. Every field is optional: a missing key is ``None``.
 
@@ -27,23 +25,24 @@ class VmcoreInfo:
     keyed ``"struct.member"``; ``numbers`` may be negative.
     """
 
-    osrelease: str | None = None
-    build_id: str | None = None
-    page_size: int | None = None
-    kernel_offset: int | None = None
-    crashtime: int | None = None
-    symbols: dict[str, int] = field(default_factory=dict)
-    sizes: dict[str, int] = field(default_factory=dict)
-    offsets: dict[str, int] = field(default_factory=dict)
-    lengths: dict[str, int] = field(default_factory=dict)
-    numbers: dict[str, int] = field(default_factory=dict)
-    configs: dict[str, str] = field(default_factory=dict)
-    other: dict[str, str] = field(default_factory=dict)
-    """Keys this module does not interpret, kept as text."""
-    problems: list[str] = field(default_factory=list)
-    """Lines that could not be parsed (values of the wrong form)."""
-    text: bytes = b""
-    """The raw note text, for writers that copy it."""
+    def __init__(self, text: bytes = b"") -> None:
+        self.text = text
+        """The raw note text, for writers that copy it."""
+        self.osrelease: str | None = None
+        self.build_id: str | None = None
+        self.page_size: int | None = None
+        self.kernel_offset: int | None = None
+        self.crashtime: int | None = None
+        self.symbols: dict[str, int] = {}
+        self.sizes: dict[str, int] = {}
+        self.offsets: dict[str, int] = {}
+        self.lengths: dict[str, int] = {}
+        self.numbers: dict[str, int] = {}
+        self.configs: dict[str, str] = {}
+        self.other: dict[str, str] = {}
+        """Keys this module does not interpret, kept as text."""
+        self.problems: list[str] = []
+        """Lines that could not be parsed (values of the wrong form)."""
 
     def symbol(self, name: str) -> int | None:
         """``SYMBOL(name)``."""

@@ -8,7 +8,7 @@ module is tested on plain byte arrays and knows nothing of file formats.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from capture.errors import NoDataError
 from capture.vmcore.elfcore import LoadSegment
@@ -31,8 +31,7 @@ _CACHE_LIMIT = 1 << 16
 _PAGE_SHIFTS = (30, 21, 12)
 
 
-@dataclass(frozen=True)
-class X86_64Layout:
+class X86_64Layout(NamedTuple):
     """The facts translation needs, derived once when a vmcore is opened."""
 
     page_offset: int
