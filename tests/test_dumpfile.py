@@ -8,6 +8,7 @@ also read back page by page and compared with the vmcore.
 from __future__ import annotations
 
 import json
+import mmap
 import shutil
 import struct
 import subprocess
@@ -230,3 +231,32 @@ def test_truncated_vmcore_elf_dump_keeps_what_exists(tmp_path: Path) -> None:
                     assert page == bytes(4096)
                     missing += 1
         assert present and missing
+
+
+@pytest.mark.parametrize("form", [["-l"], ["-E"]], ids=["kdump", "elf"])
+def test_mmap_windows_read_the_same_dump(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, form: list[str]
+) -> None:
+    """/proc/vmcore is read through mmap windows and a saved file with pread:
+    the windows, which only a crash kernel uses, must give the same file."""
+    from capture.vmcore import elfcore, filewindows
+
+    vmcore = str(core_61().vmcore)
+    assert dump(*form, "-d", "1", vmcore, str(tmp_path / "pread")) == 0
+
+    mapped_windows = []
+
+    class Mapped(filewindows.FileWindows):
+        def __init__(self, fd: int, size: int, use_mmap: bool = False) -> None:
+            super().__init__(fd, size, use_mmap=True)
+
+        def _window(self, base: int) -> mmap.mmap | None:
+            window = super()._window(base)
+            mapped_windows.append(window is not None)
+            return window
+
+    monkeypatch.setattr(elfcore, "FileWindows", Mapped)
+    monkeypatch.setattr(elfcore.ElfCore, "file_span", lambda self, paddr, size: None)
+    assert dump(*form, "-d", "1", vmcore, str(tmp_path / "mapped")) == 0
+    assert mapped_windows and all(mapped_windows)
+    assert (tmp_path / "mapped").read_bytes() == (tmp_path / "pread").read_bytes()
