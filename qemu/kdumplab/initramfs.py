@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 from .cpio import Cpio
@@ -83,15 +84,7 @@ def capture_initramfs(kern: Kernel) -> Path:
             WANTED_MODULES,
         ]
     )
-    out = cache_dir() / "initramfs" / f"capture-{kern.release}-{key}.img"
-    if out.exists():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    cpio = Cpio()
-    _add_base(cpio, kern, "capture-init.sh")
-    cpio.write(out, compress=True)
-    log(f"built capture initramfs {out.name} ({out.stat().st_size >> 10} KiB)")
-    return out
+    return _cached_image("capture", kern, key, "capture-init.sh", lambda cpio: None)
 
 
 def _ldd_libs(binary: Path) -> list[Path]:
@@ -131,17 +124,29 @@ def first_initramfs(kern: Kernel, capture_img: Path, capture_cmdline: str) -> Pa
             WANTED_MODULES,
         ]
     )
-    out = cache_dir() / "initramfs" / f"first-{kern.release}-{key}.img"
+
+    def add_first_kernel_parts(cpio: Cpio) -> None:
+        _add_kexec(cpio)
+        cpio.add_host_file("bin/crashlab-helper", helper, 0o755)
+        cpio.add_host_file("boot/vmlinuz", kern.vmlinuz, 0o644)
+        cpio.add_host_file("boot/capture.img", capture_img, 0o644)
+        cpio.add_file("etc/crashlab/capture-cmdline", capture_cmdline.encode())
+
+    return _cached_image("first", kern, key, "first-init.sh", add_first_kernel_parts)
+
+
+def _cached_image(
+    kind: str, kern: Kernel, key: str, init_script: str, add_parts: Callable[[Cpio], None]
+) -> Path:
+    """The initramfs ``kind`` for this key: the cached one, or built now from
+    the base (busybox, modules, ``init_script``) and ``add_parts``."""
+    out = cache_dir() / "initramfs" / f"{kind}-{kern.release}-{key}.img"
     if out.exists():
         return out
     out.parent.mkdir(parents=True, exist_ok=True)
     cpio = Cpio()
-    _add_base(cpio, kern, "first-init.sh")
-    _add_kexec(cpio)
-    cpio.add_host_file("bin/crashlab-helper", helper, 0o755)
-    cpio.add_host_file("boot/vmlinuz", kern.vmlinuz, 0o644)
-    cpio.add_host_file("boot/capture.img", capture_img, 0o644)
-    cpio.add_file("etc/crashlab/capture-cmdline", capture_cmdline.encode())
+    _add_base(cpio, kern, init_script)
+    add_parts(cpio)
     cpio.write(out, compress=True)
-    log(f"built first initramfs {out.name} ({out.stat().st_size >> 10} KiB)")
+    log(f"built {kind} initramfs {out.name} ({out.stat().st_size >> 10} KiB)")
     return out
