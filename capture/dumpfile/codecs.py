@@ -5,12 +5,14 @@ stream format each reader decodes (spec/formats.md 4.1): zlib with its RFC
 1950 wrapper, raw LZO1X-1, raw snappy, one zstd frame. There is no LZ4: no
 reader knows a flag for it, and an unknown flag would be read as raw data.
 
-A compressor takes a whole list of pages and returns one output per page: the
-per-page work then runs inside C (``map`` or the library's own batch call)
-instead of one Python-level call per page, which costs as much as LZO itself.
-Every library here releases the GIL while it compresses, so with more than
-one thread (makedumpfile's --num-threads) a list is cut into one slice per
-thread and the slices are compressed at once.
+A compressor takes a buffer of whole pages and returns their stored forms back
+to back, with each one's size: the per-page work then runs inside C (our own
+LZO binding, zstd's batch call, or ``map``) instead of one Python-level call per
+page, which costs as much as LZO itself. A page whose compressed form would not
+be smaller is stored as it is, as makedumpfile does; its descriptor then has
+no codec flag. Every library here releases the GIL while it compresses, so
+with more than one thread (makedumpfile's --num-threads) a batch is cut into
+one slice per thread and the slices are compressed at once.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ from typing import NamedTuple, cast
 
 from capture.errors import UnsupportedError
 
-__all__ = ("CODECS", "Codec", "CompressPages", "codec_by_name")
+__all__ = ("CODECS", "Codec", "StorePages", "codec_by_name")
 
 Buffer = bytes | bytearray | memoryview
-CompressPages = Callable[[list[bytes]], list[bytes]]
-"""Compresses each page of a list on its own, one output per page."""
+StorePages = Callable[[Buffer], tuple[bytes, list[int]]]
+"""Stores each page of a buffer of whole pages: the stored pages back to back,
+and the size of each (the page size for a page stored as it is)."""
+_CompressEach = Callable[[list[memoryview]], list[bytes]]
 
 
 class Codec(NamedTuple):
@@ -35,18 +39,19 @@ class Codec(NamedTuple):
     name: str
     flag: int
     """DUMP_DH_COMPRESSED_* bit: 0 means stored raw."""
-    make: Callable[[int], CompressPages | None]
-    """A fresh compressor using that many threads, or None for no compression."""
+    make: Callable[[int, int], StorePages]
+    """A fresh compressor for pages of that size using that many threads."""
 
 
-def _zlib(threads: int) -> CompressPages:
+def _zlib(page_size: int, threads: int) -> StorePages:
     # Level 1, as makedumpfile's Z_BEST_SPEED; zlib.compress keeps the wrapper.
     compress = zlib.compress
-    return _on_threads(lambda pages: list(map(compress, pages, repeat(1))), threads)
+    each: _CompressEach = lambda pages: list(map(compress, pages, repeat(1)))  # noqa: E731
+    return _on_threads(_store_each(each, page_size), page_size, threads)
 
 
-def _zstd(threads: int) -> CompressPages:
-    """One zstd frame per page, all pages of a list in one C call.
+def _zstd(page_size: int, threads: int) -> StorePages:
+    """One zstd frame per page, all pages of a batch in one C call.
 
     The frames are the ones ``ZstdCompressor.compress`` makes (same
     parameters), a quarter cheaper: the per-call overhead is paid once.
@@ -55,9 +60,9 @@ def _zstd(threads: int) -> CompressPages:
 
     compressor = zstandard.ZstdCompressor(level=1)
 
-    def compress(pages: list[bytes]) -> list[bytes]:
+    def each(pages: list[memoryview]) -> list[bytes]:
         if not pages:
-            return []
+            return []  # zstandard refuses an empty list
         # The stub wants list[bytes | bytearray | memoryview]; list is invariant.
         # threads=0 compresses on the calling thread; zstd runs its own pool otherwise.
         frames = compressor.multi_compress_to_buffer(
@@ -65,43 +70,71 @@ def _zstd(threads: int) -> CompressPages:
         )
         return [frames[index].tobytes() for index in range(len(frames))]
 
-    return compress
+    return _store_each(each, page_size)
 
 
-def _lzo(threads: int) -> CompressPages:
+def _lzo(page_size: int, threads: int) -> StorePages:
     try:
-        import lzo  # type: ignore[import-not-found]
+        from capture.dumpfile import _lzo
     except ImportError:
-        raise UnsupportedError("the lzo codec needs python-lzo (pip install python-lzo)") from None
-    # Level 1 is lzo1x_1; False drops python-lzo's 5-byte header: readers want raw LZO.
-    compress = lzo.compress
-    return _on_threads(lambda pages: list(map(compress, pages, repeat(1), repeat(False))), threads)
+        raise UnsupportedError(
+            "the lzo codec needs capture's _lzo extension, built with liblzo2-dev "
+            "(apt install gcc liblzo2-dev, then reinstall kdump-capture)"
+        ) from None
+    compress_pages = _lzo.compress_pages
+    return _on_threads(lambda pages: compress_pages(pages, page_size), page_size, threads)
 
 
-def _snappy(threads: int) -> CompressPages:
+def _snappy(page_size: int, threads: int) -> StorePages:
     try:
         import cramjam
     except ImportError:
         raise UnsupportedError("the snappy codec needs cramjam (pip install cramjam)") from None
     # The raw snappy format, not the framed one: readers call snappy_uncompress.
     compress = cramjam.snappy.compress_raw
-    return _on_threads(lambda pages: list(map(bytes, map(compress, pages))), threads)
+    each: _CompressEach = lambda pages: list(map(bytes, map(compress, pages)))  # noqa: E731
+    return _on_threads(_store_each(each, page_size), page_size, threads)
 
 
-def _on_threads(compress: CompressPages, threads: int) -> CompressPages:
-    """``compress``, with each list cut into one slice per thread."""
+def _none(page_size: int, threads: int) -> StorePages:
+    return lambda pages: (bytes(pages), [page_size] * (len(pages) // page_size))
+
+
+def _store_each(compress: _CompressEach, page_size: int) -> StorePages:
+    """A StorePages from a codec that compresses a list of pages, one by one."""
+
+    def store(pages: Buffer) -> tuple[bytes, list[int]]:
+        view = memoryview(pages)
+        each = [view[at : at + page_size] for at in range(0, len(view), page_size)]
+        packed: list[bytes] | list[Buffer] = compress(each)
+        sizes = list(map(len, packed))
+        if sizes and max(sizes) >= page_size:
+            packed = [
+                out if len(out) < page_size else page
+                for out, page in zip(packed, each, strict=True)
+            ]
+            sizes = [min(size, page_size) for size in sizes]
+        return b"".join(packed), sizes
+
+    return store
+
+
+def _on_threads(store: StorePages, page_size: int, threads: int) -> StorePages:
+    """``store``, with each batch cut into one slice of whole pages per thread."""
     if threads <= 1:
-        return compress
+        return store
     from concurrent.futures import ThreadPoolExecutor  # only --num-threads pays its import
 
     pool = ThreadPoolExecutor(threads, thread_name_prefix="compress")
 
-    def compress_on_threads(pages: list[bytes]) -> list[bytes]:
-        step = -(-len(pages) // threads)
-        slices = [pages[first : first + step] for first in range(0, len(pages), step)]
-        return list(chain.from_iterable(pool.map(compress, slices)))
+    def store_on_threads(pages: Buffer) -> tuple[bytes, list[int]]:
+        view = memoryview(pages)
+        step = -(-len(view) // page_size // threads) * page_size
+        slices = [view[first : first + step] for first in range(0, len(view), step)]
+        parts = list(pool.map(store, slices))
+        return b"".join(data for data, _ in parts), list(chain.from_iterable(s for _, s in parts))
 
-    return compress_on_threads
+    return store_on_threads
 
 
 CODECS: dict[str, Codec] = {
@@ -109,7 +142,7 @@ CODECS: dict[str, Codec] = {
     "lzo": Codec("lzo", 0x2, _lzo),
     "snappy": Codec("snappy", 0x4, _snappy),
     "zstd": Codec("zstd", 0x20, _zstd),
-    "none": Codec("none", 0x0, lambda threads: None),
+    "none": Codec("none", 0x0, _none),
 }
 
 

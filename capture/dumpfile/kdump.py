@@ -16,7 +16,7 @@ from itertools import accumulate, compress, repeat
 from operator import not_
 from typing import NamedTuple
 
-from capture.dumpfile.codecs import Codec, CompressPages
+from capture.dumpfile.codecs import Codec, StorePages
 from capture.dumpfile.outcome import DumpOutcome, Progress
 from capture.dumpfile.sink import NoSpaceError, Sink
 from capture.errors import CaptureError
@@ -116,8 +116,8 @@ def write_kdump(
         # INCOMPLETE header until the end, in case we never get there.
         sink.reserve(0, layout.data_offset)
         sink.write_at(0, header.pack(incomplete=True))
-    compressor = (codec.make(threads), codec.flag)
-    pages = _PageStream(vmcore, filtered, compressor, layout, sink, outcome, progress)
+    store = (codec.make(page_size, threads), codec.flag)
+    pages = _PageStream(vmcore, filtered, store, layout, sink, outcome, progress)
     try:
         pages.write_all()
     except NoSpaceError as error:
@@ -189,7 +189,7 @@ class _PageStream:
         self,
         vmcore: Vmcore,
         filtered: FilterResult,
-        compressor: tuple[CompressPages | None, int],
+        codec: tuple[StorePages, int],
         layout: KdumpLayout,
         sink: Sink,
         outcome: DumpOutcome,
@@ -197,10 +197,11 @@ class _PageStream:
     ) -> None:
         self._vmcore, self._filtered, self._layout = vmcore, filtered, layout
         self._sink, self._outcome, self._progress = sink, outcome, progress
-        self._compress, self._flag = compressor
+        self._store, self._flag = codec
         self._page_size = vmcore.page_size
         self._zero = bytes(self._page_size)
         self._pending: list[bytes] = []
+        self._pending_pages = 0
         self._data: list[bytes] = []
         self._data_size = 0
         self._descriptors: list[bytes] = []
@@ -208,8 +209,8 @@ class _PageStream:
         self.end_offset = layout.data_offset
         self._zero_descriptor = DESCRIPTOR.pack(layout.data_offset, self._page_size, 0, 0)
         self._zero_chunk = bytes(_READ_PAGES * self._page_size)
-        stored, flags = self._store([self._zero])
-        self._stored_zero = stored[0], next(iter(flags))
+        stored, (size,) = self._store(self._zero)
+        self._stored_zero = stored, self._flag if size < self._page_size else 0
         if layout.zero_page:
             self._append_data(self._zero)
 
@@ -235,59 +236,66 @@ class _PageStream:
             self._write_zero_pages(end - first)
             self._after_pages(end - first)
             return
-        self._pending += [chunk[at : at + page_size] for at in range(0, len(chunk), page_size)]
-        if len(self._pending) >= _READ_PAGES:
-            self._write_pending()
+        self._queue(chunk, end - first)
 
     def _read_salvaged(self, first: int, end: int) -> None:
         for pfn in range(first, end):
             try:
-                self._pending.append(self._vmcore.read_phys(pfn * self._page_size, self._page_size))
+                page = self._vmcore.read_phys(pfn * self._page_size, self._page_size)
             except CaptureError:
                 # Not in the vmcore after all: drop it from the dump, keeping
                 # bitmap2 and the descriptor ranks consistent.
                 self._filtered.bitmap2.clear_range(pfn, pfn + 1)
                 self._outcome.unreadable.append(pfn)
+            else:
+                self._queue(page, 1)
+
+    def _queue(self, pages: bytes, count: int) -> None:
+        self._pending.append(pages)
+        self._pending_pages += count
+        if self._pending_pages >= _READ_PAGES:
+            self._write_pending()
 
     def _write_pending(self) -> None:
         """Store the queued pages: the hot path, so every per-page step is a
-        C-level ``map`` over the whole batch, never a Python loop."""
-        pages, self._pending = self._pending, []
-        if not pages:
+        C-level call over the whole batch, never a Python loop."""
+        chunks, count = self._pending, self._pending_pages
+        if not count:
             return
-        count, zero = len(pages), self._zero
-        is_zero = None
-        if self._layout.zero_page and zero in pages:
-            is_zero = list(map(zero.__eq__, pages))
-            pages = list(compress(pages, map(not_, is_zero)))
-            self._filtered.stats.zero += count - len(pages)
-        stored, flags = self._store(pages)
-        sizes = list(map(len, stored))
+        self._pending, self._pending_pages = [], 0
+        batch = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        is_zero = self._zero_pages(batch) if self._layout.zero_page else None
+        if is_zero is not None:
+            view, size = memoryview(batch), self._page_size
+            pages = [view[at : at + size] for at in range(0, len(batch), size)]
+            batch = b"".join(compress(pages, map(not_, is_zero)))
+            self._filtered.stats.zero += count - len(batch) // size
+        data, sizes = self._store(batch)
         offsets = list(accumulate(sizes, initial=self.end_offset))
         end = offsets.pop()
-        descriptors: Iterable[bytes] = map(DESCRIPTOR.pack, offsets, sizes, flags, repeat(0))
+        descriptors: Iterable[bytes] = map(
+            DESCRIPTOR.pack, offsets, sizes, self._flags(sizes), repeat(0)
+        )
         if is_zero is not None:
             descriptors = _merge_zero_pages(descriptors, is_zero, self._zero_descriptor)
         self._descriptors.extend(descriptors)
-        self._data.extend(stored)
+        self._data.append(data)
         self._data_size += end - self.end_offset
         self.end_offset = end
         self._after_pages(count)
 
-    def _store(self, pages: list[bytes]) -> tuple[list[bytes], Iterable[int]]:
-        """What each page becomes in the file, and the descriptor flags."""
-        if self._compress is None or not pages:
-            return pages, repeat(0)
-        packed = self._compress(pages)
+    def _zero_pages(self, batch: bytes) -> list[bool] | None:
+        """Which pages of ``batch`` are all zero, or None if none is."""
+        size = self._page_size
+        is_zero = list(map(batch.startswith, repeat(self._zero), range(0, len(batch), size)))
+        return is_zero if any(is_zero) else None
+
+    def _flags(self, sizes: list[int]) -> Iterable[int]:
+        """The descriptor flags: a page stored as it is has none."""
         page_size = self._page_size
-        if max(map(len, packed)) < page_size:
-            return packed, repeat(self._flag)
-        # A page that does not shrink is stored raw, as makedumpfile does.
-        shrunk = [len(out) < page_size for out in packed]
-        stored = [
-            out if small else page for out, page, small in zip(packed, pages, shrunk, strict=True)
-        ]
-        return stored, [self._flag if small else 0 for small in shrunk]
+        if not sizes or max(sizes) < page_size:
+            return repeat(self._flag)
+        return [self._flag if size < page_size else 0 for size in sizes]
 
     def _write_zero_pages(self, count: int) -> None:
         """``count`` zero pages, each stored as the codec stores a zero page."""

@@ -235,9 +235,9 @@ def _decompress(data: bytes, flags: int, page_size: int, pfn: int) -> bytes:
         elif flags & 0x1:
             page = zlib.decompress(data)
         elif flags & 0x2:
-            import lzo  # type: ignore[import-not-found]
+            from capture.dumpfile import _lzo
 
-            page = bytes(lzo.decompress(data, False, page_size))
+            page = _lzo.decompress(data, page_size)
         elif flags & 0x4:
             import cramjam
 

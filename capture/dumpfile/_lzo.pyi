@@ -1,0 +1,14 @@
+"""LZO1X-1 for kdump pages (liblzo2), a whole batch of pages per call: _lzo.c."""
+
+Buffer = bytes | bytearray | memoryview
+
+def compress_pages(pages: Buffer, page_size: int, /) -> tuple[bytes, list[int]]:
+    """Each page_size bytes of ``pages`` compressed on its own with LZO1X-1,
+    or stored as it is when that would not be smaller: the stored pages back
+    to back, and each one's size."""
+
+def decompress(stream: Buffer, size: int, /) -> bytes:
+    """One LZO1X stream of at most ``size`` bytes decompressed.
+
+    :raises ValueError: for a corrupt stream, or one longer than ``size``.
+    """

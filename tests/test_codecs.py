@@ -1,0 +1,90 @@
+"""The page codecs on their own: what each page of a batch is stored as.
+
+Whole dumps are compared with makedumpfile's byte for byte in
+test_dumpfile.py; here each codec gets the pages real dumps rarely hold: one
+that does not shrink (stored as it is, by the rule every kdump writer follows),
+all-zero ones, and bad input to our LZO binding.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+import zlib
+
+import cramjam
+import pytest
+import zstandard
+
+import capture.dumpfile
+from capture.dumpfile import _lzo
+from capture.dumpfile.codecs import CODECS, codec_by_name
+from capture.errors import UnsupportedError
+
+PAGE = 4096
+
+
+def _pages() -> list[bytes]:
+    noise = random.Random(4096).randbytes(PAGE)  # incompressible: stored as it is
+    text = b"".join(b"line %6d of a kernel log\n" % n for n in range(200))[:PAGE]
+    return [bytes(PAGE), noise, text, noise[:100] * 40 + bytes(96), bytes(PAGE)]
+
+
+DECOMPRESS = {
+    "zlib": zlib.decompress,
+    "lzo": lambda stream: _lzo.decompress(stream, PAGE),
+    "snappy": lambda stream: bytes(cramjam.snappy.decompress_raw(stream)),
+    "zstd": lambda stream: zstandard.ZstdDecompressor().decompress(stream, PAGE),
+}
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("name", sorted(CODECS))
+def test_each_page_is_stored_on_its_own(name: str, threads: int) -> None:
+    pages = _pages()
+    data, sizes = codec_by_name(name).make(PAGE, threads)(b"".join(pages))
+    assert len(sizes) == len(pages)
+    assert sum(sizes) == len(data)
+    at = 0
+    for page, size in zip(pages, sizes, strict=True):
+        stored = data[at : at + size]
+        at += size
+        if size == PAGE:  # stored as it is: the page itself, whatever the codec
+            assert stored == page
+        else:
+            assert DECOMPRESS[name](stored) == page
+    raw = [size == PAGE for size in sizes]
+    assert raw[1], "the incompressible page must be stored as it is"
+    assert (
+        raw == [True] * len(pages) if name == "none" else raw == [False, True, False, False, False]
+    )
+
+
+@pytest.mark.parametrize("name", sorted(CODECS))
+def test_an_empty_batch_stores_nothing(name: str) -> None:
+    assert codec_by_name(name).make(PAGE, 1)(b"") == (b"", [])
+
+
+def test_lzo_refuses_part_of_a_page() -> None:
+    with pytest.raises(ValueError, match="not whole pages"):
+        _lzo.compress_pages(bytes(PAGE + 1), PAGE)
+    with pytest.raises(ValueError, match="not whole pages"):
+        _lzo.compress_pages(bytes(PAGE), 0)
+
+
+def test_lzo_decompress_rejects_corrupt_and_oversized_streams() -> None:
+    data, [size] = _lzo.compress_pages(_pages()[2], PAGE)
+    assert _lzo.decompress(data[:size], PAGE) == _pages()[2]
+    with pytest.raises(ValueError, match="corrupt LZO1X stream"):
+        _lzo.decompress(data[: size // 2], PAGE)
+    with pytest.raises(ValueError, match="corrupt LZO1X stream"):
+        _lzo.decompress(data[:size], PAGE // 2)  # more data than the page holds
+    with pytest.raises(ValueError, match="corrupt LZO1X stream"):
+        _lzo.decompress(b"\xff" * 64, PAGE)
+
+
+def test_lzo_without_the_extension_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "capture.dumpfile._lzo", None)  # import now fails
+    monkeypatch.delattr(capture.dumpfile, "_lzo")
+    with pytest.raises(UnsupportedError, match="liblzo2-dev"):
+        codec_by_name("lzo").make(PAGE, 1)
