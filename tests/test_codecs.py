@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import sys
 import zlib
+from collections.abc import Callable
 
 import cramjam
 import pytest
@@ -30,7 +31,7 @@ def _pages() -> list[bytes]:
     return [bytes(PAGE), noise, text, noise[:100] * 40 + bytes(96), bytes(PAGE)]
 
 
-DECOMPRESS = {
+DECOMPRESS: dict[str, Callable[[bytes], bytes]] = {
     "zlib": zlib.decompress,
     "lzo": lambda stream: _lzo.decompress(stream, PAGE),
     "snappy": lambda stream: bytes(cramjam.snappy.decompress_raw(stream)),
@@ -38,11 +39,19 @@ DECOMPRESS = {
 }
 
 
-@pytest.mark.parametrize("threads", [1, 2])
+def _runs(pages: list[bytes]) -> list[bytes | memoryview]:
+    """The pages as the writer hands them over: runs of whole pages, some
+    of them views into a bigger read."""
+    read = memoryview(b"".join(pages[1:4]))
+    return [pages[0], read[:PAGE], read[PAGE:], *pages[4:]]
+
+
+@pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("name", sorted(CODECS))
 def test_each_page_is_stored_on_its_own(name: str, threads: int) -> None:
     pages = _pages()
-    data, sizes = codec_by_name(name).make(PAGE, threads)(b"".join(pages))
+    pieces, sizes = codec_by_name(name).make(PAGE, threads)(_runs(pages))
+    data = b"".join(pieces)
     assert len(sizes) == len(pages)
     assert sum(sizes) == len(data)
     at = 0
@@ -62,18 +71,23 @@ def test_each_page_is_stored_on_its_own(name: str, threads: int) -> None:
 
 @pytest.mark.parametrize("name", sorted(CODECS))
 def test_an_empty_batch_stores_nothing(name: str) -> None:
-    assert codec_by_name(name).make(PAGE, 1)(b"") == (b"", [])
+    pieces, sizes = codec_by_name(name).make(PAGE, 1)([])
+    assert (b"".join(pieces), sizes) == (b"", [])
 
 
-def test_lzo_refuses_part_of_a_page() -> None:
+def test_lzo_refuses_part_of_a_page_and_what_is_no_buffer() -> None:
     with pytest.raises(ValueError, match="not whole pages"):
-        _lzo.compress_pages(bytes(PAGE + 1), PAGE)
-    with pytest.raises(ValueError, match="not whole pages"):
-        _lzo.compress_pages(bytes(PAGE), 0)
+        _lzo.compress_pages([bytes(PAGE), bytes(PAGE + 1)], PAGE)
+    with pytest.raises(ValueError, match="bad page size"):
+        _lzo.compress_pages([bytes(PAGE)], 0)
+    with pytest.raises(TypeError):
+        _lzo.compress_pages([bytes(PAGE), "text"], PAGE)  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="sequence of buffers"):
+        _lzo.compress_pages(None, PAGE)  # type: ignore[arg-type]
 
 
 def test_lzo_decompress_rejects_corrupt_and_oversized_streams() -> None:
-    data, [size] = _lzo.compress_pages(_pages()[2], PAGE)
+    data, [size] = _lzo.compress_pages([_pages()[2]], PAGE)
     assert _lzo.decompress(data[:size], PAGE) == _pages()[2]
     with pytest.raises(ValueError, match="corrupt LZO1X stream"):
         _lzo.decompress(data[: size // 2], PAGE)

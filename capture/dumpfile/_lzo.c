@@ -4,9 +4,10 @@
  * The kdump-compressed format compresses each page on its own. Called once
  * per page from Python, the call itself (argument parsing, a bytes object for
  * the page and one for its output, a fresh 128 KiB work area) costs as much
- * as compressing a typical kernel page. Here one call takes a buffer of
- * consecutive pages and returns their stored forms back to back, the way
- * zstandard's multi_compress_to_buffer does for zstd.
+ * as compressing a typical kernel page. Here one call takes runs of
+ * consecutive pages (read straight from the vmcore, not copied into pages)
+ * and returns their stored forms back to back, the way zstandard's
+ * multi_compress_to_buffer does for zstd.
  *
  * The stream is the one makedumpfile writes (lzo1x_1_compress), so dumps stay
  * byte-identical; a page whose stream would not be smaller is stored as it
@@ -23,24 +24,27 @@ worst_case(Py_ssize_t len)
     return len + len / 16 + 64 + 3;
 }
 
-/* Compress count pages of src into out; sizes[i] is the stored size of page i.
- * Runs without the GIL: it touches only memory this call owns or holds. */
+/* Compress each page of the runs into out; sizes[i] is the stored size of
+ * the i-th page. Runs without the GIL: it touches only memory this call owns
+ * or holds a buffer export of. */
 static int
-compress_into(const unsigned char *src, Py_ssize_t count, Py_ssize_t page_size,
+compress_into(const Py_buffer *runs, Py_ssize_t run_count, Py_ssize_t page_size,
               unsigned char *out, Py_ssize_t *stored, unsigned int *sizes, void *work)
 {
     unsigned char *at = out;
-    for (Py_ssize_t page = 0; page < count; page++) {
-        const unsigned char *in = src + page * page_size;
-        lzo_uint size = 0;
-        if (lzo1x_1_compress(in, (lzo_uint)page_size, at, &size, work) != LZO_E_OK)
-            return -1;
-        if ((Py_ssize_t)size >= page_size) {
-            memcpy(at, in, (size_t)page_size);
-            size = (lzo_uint)page_size;
+    for (Py_ssize_t run = 0; run < run_count; run++) {
+        const unsigned char *in = runs[run].buf, *end = in + runs[run].len;
+        for (; in < end; in += page_size) {
+            lzo_uint size = 0;
+            if (lzo1x_1_compress(in, (lzo_uint)page_size, at, &size, work) != LZO_E_OK)
+                return -1;
+            if ((Py_ssize_t)size >= page_size) {
+                memcpy(at, in, (size_t)page_size);
+                size = (lzo_uint)page_size;
+            }
+            *sizes++ = (unsigned int)size;
+            at += size;
         }
-        sizes[page] = (unsigned int)size;
-        at += size;
     }
     *stored = at - out;
     return 0;
@@ -63,34 +67,70 @@ size_list(const unsigned int *sizes, Py_ssize_t count)
     return list;
 }
 
+/* Export the buffer of every run into views, counting them in *exported
+ * (the caller releases those) and their bytes in *bytes; -1 on error. */
+static int
+export_runs(PyObject *sequence, Py_ssize_t page_size, Py_buffer *views,
+            Py_ssize_t *exported, Py_ssize_t *bytes)
+{
+    Py_ssize_t count = PySequence_Fast_GET_SIZE(sequence);
+    *exported = *bytes = 0;
+    while (*exported < count) {
+        Py_buffer *view = &views[*exported];
+        if (PyObject_GetBuffer(PySequence_Fast_GET_ITEM(sequence, *exported), view,
+                               PyBUF_C_CONTIGUOUS) < 0)
+            return -1;
+        if (view->len % page_size != 0) {
+            PyErr_Format(PyExc_ValueError, "%zd bytes are not whole pages of %zd bytes",
+                         view->len, page_size);
+            PyBuffer_Release(view);
+            return -1;
+        }
+        *bytes += view->len;
+        ++*exported;
+    }
+    return 0;
+}
+
 PyDoc_STRVAR(compress_pages_doc,
-"compress_pages(pages, page_size, /) -> (data, sizes)\n\n"
-"Compress each page_size bytes of pages on its own with LZO1X-1. data holds\n"
-"the stored pages back to back: the LZO stream, or the page itself when the\n"
-"stream would not be smaller; sizes lists each one's length.");
+"compress_pages(runs, page_size, /) -> (data, sizes)\n\n"
+"Compress each page_size bytes of each run (a buffer of whole pages) on its\n"
+"own with LZO1X-1. data holds the stored pages back to back: the LZO stream,\n"
+"or the page itself when the stream would not be smaller; sizes lists each\n"
+"one's length.");
 
 static PyObject *
 compress_pages(PyObject *module, PyObject *args)
 {
-    Py_buffer pages;
-    Py_ssize_t page_size, count, stored = 0;
-    PyObject *result = NULL, *data = NULL, *size_objects;
+    PyObject *runs, *sequence, *result = NULL, *data = NULL, *size_objects;
+    Py_ssize_t page_size, run_count, exported = 0, bytes, count, stored = 0;
+    Py_buffer *views = NULL;
     unsigned int *sizes = NULL;
     void *work = NULL;
     int failed;
 
     (void)module;
-    if (!PyArg_ParseTuple(args, "y*n:compress_pages", &pages, &page_size))
+    if (!PyArg_ParseTuple(args, "On:compress_pages", &runs, &page_size))
         return NULL;
-    if (page_size <= 0 || page_size > (1 << 20) || pages.len % page_size != 0) {
-        PyErr_Format(PyExc_ValueError,
-                     "%zd bytes are not whole pages of %zd bytes", pages.len, page_size);
+    if (page_size <= 0 || page_size > (1 << 20)) {
+        PyErr_Format(PyExc_ValueError, "bad page size %zd", page_size);
+        return NULL;
+    }
+    sequence = PySequence_Fast(runs, "runs must be a sequence of buffers");
+    if (sequence == NULL)
+        return NULL;
+    run_count = PySequence_Fast_GET_SIZE(sequence);
+    views = PyMem_Calloc((size_t)(run_count ? run_count : 1), sizeof(*views));
+    if (views == NULL) {
+        PyErr_NoMemory();
         goto done;
     }
-    count = pages.len / page_size;
+    if (export_runs(sequence, page_size, views, &exported, &bytes) < 0)
+        goto done;
+    count = bytes / page_size;
     /* No stored page exceeds page_size, but the last LZO stream may run over
      * before it is replaced by the page: leave room for that one. */
-    data = PyBytes_FromStringAndSize(NULL, pages.len + worst_case(page_size) - page_size);
+    data = PyBytes_FromStringAndSize(NULL, bytes + worst_case(page_size) - page_size);
     sizes = PyMem_RawMalloc(sizeof(*sizes) * (size_t)(count ? count : 1));
     work = PyMem_RawMalloc(LZO1X_1_MEM_COMPRESS);
     if (data == NULL || sizes == NULL || work == NULL) {
@@ -99,7 +139,7 @@ compress_pages(PyObject *module, PyObject *args)
         goto done;
     }
     Py_BEGIN_ALLOW_THREADS
-    failed = compress_into(pages.buf, count, page_size, (unsigned char *)PyBytes_AS_STRING(data),
+    failed = compress_into(views, run_count, page_size, (unsigned char *)PyBytes_AS_STRING(data),
                            &stored, sizes, work);
     Py_END_ALLOW_THREADS
     if (failed) {
@@ -114,10 +154,13 @@ compress_pages(PyObject *module, PyObject *args)
         Py_DECREF(size_objects);
     }
 done:
+    for (Py_ssize_t run = 0; run < exported; run++)
+        PyBuffer_Release(&views[run]);
     Py_XDECREF(data);
+    PyMem_Free(views);
     PyMem_RawFree(sizes);
     PyMem_RawFree(work);
-    PyBuffer_Release(&pages);
+    Py_DECREF(sequence);
     return result;
 }
 

@@ -1,11 +1,13 @@
 """LZO1X-1 for kdump pages (liblzo2), a whole batch of pages per call: _lzo.c."""
 
+from collections.abc import Sequence
+
 Buffer = bytes | bytearray | memoryview
 
-def compress_pages(pages: Buffer, page_size: int, /) -> tuple[bytes, list[int]]:
-    """Each page_size bytes of ``pages`` compressed on its own with LZO1X-1,
-    or stored as it is when that would not be smaller: the stored pages back
-    to back, and each one's size."""
+def compress_pages(runs: Sequence[Buffer], page_size: int, /) -> tuple[bytes, list[int]]:
+    """Each page_size bytes of each run (a buffer of whole pages) compressed
+    on its own with LZO1X-1, or stored as it is when that would not be
+    smaller: the stored pages back to back, and each one's size."""
 
 def decompress(stream: Buffer, size: int, /) -> bytes:
     """One LZO1X stream of at most ``size`` bytes decompressed.

@@ -5,31 +5,32 @@ stream format each reader decodes (spec/formats.md 4.1): zlib with its RFC
 1950 wrapper, raw LZO1X-1, raw snappy, one zstd frame. There is no LZ4: no
 reader knows a flag for it, and an unknown flag would be read as raw data.
 
-A compressor takes a buffer of whole pages and returns their stored forms back
-to back, with each one's size: the per-page work then runs inside C (our own
+A compressor takes runs of whole pages (as read, never copied page by page)
+and returns their stored forms with each one's size: the per-page work then runs inside C (our own
 LZO binding, zstd's batch call, or ``map``) instead of one Python-level call per
 page, which costs as much as LZO itself. A page whose compressed form would not
 be smaller is stored as it is, as makedumpfile does; its descriptor then has
 no codec flag. Every library here releases the GIL while it compresses, so
 with more than one thread (makedumpfile's --num-threads) a batch is cut into
-one slice per thread and the slices are compressed at once.
+one share per thread and the slices are compressed at once.
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from itertools import chain, repeat
 from typing import NamedTuple, cast
 
 from capture.errors import UnsupportedError
 
-__all__ = ("CODECS", "Codec", "StorePages", "codec_by_name")
+__all__ = ("CODECS", "Buffer", "Codec", "StorePages", "codec_by_name")
 
 Buffer = bytes | bytearray | memoryview
-StorePages = Callable[[Buffer], tuple[bytes, list[int]]]
-"""Stores each page of a buffer of whole pages: the stored pages back to back,
-and the size of each (the page size for a page stored as it is)."""
+StorePages = Callable[[Sequence[Buffer]], tuple[list[bytes], list[int]]]
+"""Stores each page of some runs of whole pages: the stored pages, in pieces
+to be written back to back, and the size of each page as stored (the page
+size for a page stored as it is)."""
 _CompressEach = Callable[[list[memoryview]], list[bytes]]
 
 
@@ -82,7 +83,12 @@ def _lzo(page_size: int, threads: int) -> StorePages:
             "(apt install gcc liblzo2-dev, then reinstall kdump-capture)"
         ) from None
     compress_pages = _lzo.compress_pages
-    return _on_threads(lambda pages: compress_pages(pages, page_size), page_size, threads)
+
+    def store(runs: Sequence[Buffer]) -> tuple[list[bytes], list[int]]:
+        data, sizes = compress_pages(runs, page_size)
+        return [data], sizes
+
+    return _on_threads(store, page_size, threads)
 
 
 def _snappy(page_size: int, threads: int) -> StorePages:
@@ -97,44 +103,65 @@ def _snappy(page_size: int, threads: int) -> StorePages:
 
 
 def _none(page_size: int, threads: int) -> StorePages:
-    return lambda pages: (bytes(pages), [page_size] * (len(pages) // page_size))
+    # bytes() copies a memoryview, so a page kept does not pin the whole read it came from.
+    return lambda runs: (list(map(bytes, runs)), [page_size] * (sum(map(len, runs)) // page_size))
 
 
 def _store_each(compress: _CompressEach, page_size: int) -> StorePages:
     """A StorePages from a codec that compresses a list of pages, one by one."""
 
-    def store(pages: Buffer) -> tuple[bytes, list[int]]:
-        view = memoryview(pages)
-        each = [view[at : at + page_size] for at in range(0, len(view), page_size)]
-        packed: list[bytes] | list[Buffer] = compress(each)
+    def store(runs: Sequence[Buffer]) -> tuple[list[bytes], list[int]]:
+        views = [memoryview(run) for run in runs]
+        pages = [
+            view[at : at + page_size] for view in views for at in range(0, len(view), page_size)
+        ]
+        packed = compress(pages)
         sizes = list(map(len, packed))
         if sizes and max(sizes) >= page_size:
             packed = [
-                out if len(out) < page_size else page
-                for out, page in zip(packed, each, strict=True)
+                out if len(out) < page_size else bytes(page)
+                for out, page in zip(packed, pages, strict=True)
             ]
             sizes = [min(size, page_size) for size in sizes]
-        return b"".join(packed), sizes
+        return packed, sizes
 
     return store
 
 
 def _on_threads(store: StorePages, page_size: int, threads: int) -> StorePages:
-    """``store``, with each batch cut into one slice of whole pages per thread."""
+    """``store``, with each batch cut into one share of whole pages per thread."""
     if threads <= 1:
         return store
     from concurrent.futures import ThreadPoolExecutor  # only --num-threads pays its import
 
     pool = ThreadPoolExecutor(threads, thread_name_prefix="compress")
 
-    def store_on_threads(pages: Buffer) -> tuple[bytes, list[int]]:
-        view = memoryview(pages)
-        step = -(-len(view) // page_size // threads) * page_size
-        slices = [view[first : first + step] for first in range(0, len(view), step)]
-        parts = list(pool.map(store, slices))
-        return b"".join(data for data, _ in parts), list(chain.from_iterable(s for _, s in parts))
+    def store_on_threads(runs: Sequence[Buffer]) -> tuple[list[bytes], list[int]]:
+        parts = list(pool.map(store, _shares(runs, page_size, threads)))
+        pieces = list(chain.from_iterable(pieces for pieces, _ in parts))
+        return pieces, list(chain.from_iterable(sizes for _, sizes in parts))
 
     return store_on_threads
+
+
+def _shares(runs: Sequence[Buffer], page_size: int, count: int) -> list[list[Buffer]]:
+    """``runs`` cut into at most ``count`` lists of about as many pages."""
+    share = -(-sum(map(len, runs)) // page_size // count) * page_size
+    shares: list[list[Buffer]] = []
+    current: list[Buffer] = []
+    room = share
+    for buffer in runs:
+        run = memoryview(buffer)
+        while run:
+            if not room:
+                shares.append(current)
+                current, room = [], share
+            piece, run = run[:room], run[room:]
+            current.append(piece)
+            room -= len(piece)
+    if current:
+        shares.append(current)
+    return shares
 
 
 CODECS: dict[str, Codec] = {

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Iterable
-from itertools import accumulate, compress, repeat
-from operator import not_
+from collections.abc import Iterable, Sequence
+from itertools import accumulate, chain, groupby, islice, repeat
 from typing import NamedTuple
 
-from capture.dumpfile.codecs import Codec, StorePages
+from capture.dumpfile.codecs import Buffer, Codec, StorePages
 from capture.dumpfile.outcome import DumpOutcome, Progress
 from capture.dumpfile.sink import NoSpaceError, Sink
 from capture.errors import CaptureError
@@ -85,6 +84,31 @@ def _merge_zero_pages(
     """Descriptors in pfn order: the shared zero page's where ``is_zero``."""
     others = iter(descriptors)
     return [zero_descriptor if zero else next(others) for zero in is_zero]
+
+
+def _zero_pages(runs: list[bytes], zero: bytes) -> list[bool] | None:
+    """Which pages of ``runs`` equal ``zero``, or None if none does."""
+    size = len(zero)
+    is_zero = list(
+        chain.from_iterable(
+            map(run.startswith, repeat(zero), range(0, len(run), size)) for run in runs
+        )
+    )
+    return is_zero if any(is_zero) else None
+
+
+def _without_zero_pages(runs: list[bytes], is_zero: list[bool], page_size: int) -> list[Buffer]:
+    """The stretches of ``runs`` between their zero pages, as views (no copy)."""
+    flags = iter(is_zero)
+    kept: list[Buffer] = []
+    for run in runs:
+        view, at = memoryview(run), 0
+        for zero, stretch in groupby(islice(flags, len(run) // page_size)):
+            end = at + len(list(stretch)) * page_size
+            if not zero:
+                kept.append(view[at:end])
+            at = end
+    return kept
 
 
 def write_kdump(
@@ -209,8 +233,8 @@ class _PageStream:
         self.end_offset = layout.data_offset
         self._zero_descriptor = DESCRIPTOR.pack(layout.data_offset, self._page_size, 0, 0)
         self._zero_chunk = bytes(_READ_PAGES * self._page_size)
-        stored, (size,) = self._store(self._zero)
-        self._stored_zero = stored, self._flag if size < self._page_size else 0
+        pieces, (size,) = self._store([self._zero])
+        self._stored_zero = b"".join(pieces), self._flag if size < self._page_size else 0
         if layout.zero_page:
             self._append_data(self._zero)
 
@@ -259,18 +283,16 @@ class _PageStream:
     def _write_pending(self) -> None:
         """Store the queued pages: the hot path, so every per-page step is a
         C-level call over the whole batch, never a Python loop."""
-        chunks, count = self._pending, self._pending_pages
+        pending, count = self._pending, self._pending_pages
         if not count:
             return
         self._pending, self._pending_pages = [], 0
-        batch = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        is_zero = self._zero_pages(batch) if self._layout.zero_page else None
+        runs: Sequence[Buffer] = pending
+        is_zero = _zero_pages(pending, self._zero) if self._layout.zero_page else None
         if is_zero is not None:
-            view, size = memoryview(batch), self._page_size
-            pages = [view[at : at + size] for at in range(0, len(batch), size)]
-            batch = b"".join(compress(pages, map(not_, is_zero)))
-            self._filtered.stats.zero += count - len(batch) // size
-        data, sizes = self._store(batch)
+            runs = _without_zero_pages(pending, is_zero, self._page_size)
+            self._filtered.stats.zero += is_zero.count(True)
+        pieces, sizes = self._store(runs)
         offsets = list(accumulate(sizes, initial=self.end_offset))
         end = offsets.pop()
         descriptors: Iterable[bytes] = map(
@@ -279,16 +301,10 @@ class _PageStream:
         if is_zero is not None:
             descriptors = _merge_zero_pages(descriptors, is_zero, self._zero_descriptor)
         self._descriptors.extend(descriptors)
-        self._data.append(data)
+        self._data.extend(pieces)
         self._data_size += end - self.end_offset
         self.end_offset = end
         self._after_pages(count)
-
-    def _zero_pages(self, batch: bytes) -> list[bool] | None:
-        """Which pages of ``batch`` are all zero, or None if none is."""
-        size = self._page_size
-        is_zero = list(map(batch.startswith, repeat(self._zero), range(0, len(batch), size)))
-        return is_zero if any(is_zero) else None
 
     def _flags(self, sizes: list[int]) -> Iterable[int]:
         """The descriptor flags: a page stored as it is has none."""
