@@ -5,14 +5,14 @@ stream format each reader decodes (spec/formats.md 4.1): zlib with its RFC
 1950 wrapper, raw LZO1X-1, raw snappy, one zstd frame. There is no LZ4: no
 reader knows a flag for it, and an unknown flag would be read as raw data.
 
-A compressor takes runs of whole pages (as read, never copied page by page)
-and returns their stored forms with each one's size: the per-page work then runs inside C (our own
-LZO binding, zstd's batch call, or ``map``) instead of one Python-level call per
-page, which costs as much as LZO itself. A page whose compressed form would not
-be smaller is stored as it is, as makedumpfile does; its descriptor then has
-no codec flag. Every library here releases the GIL while it compresses, so
-with more than one thread (makedumpfile's --num-threads) a batch is cut into
-one share per thread and the slices are compressed at once.
+A compressor takes runs of whole pages, as they were read, and returns their
+stored forms with each one's size: the per-page work runs inside C (our own
+LZO binding, zstd's batch call, or ``map``) instead of one Python-level call
+per page, which costs as much as LZO itself. A page whose compressed form
+would not be smaller is stored as it is, as makedumpfile does; its
+descriptor then has no codec flag. Every library here releases the GIL while
+it compresses, so with more than one thread (makedumpfile's --num-threads) a
+batch is cut into one share per thread and the shares are compressed at once.
 """
 
 from __future__ import annotations
