@@ -16,6 +16,8 @@ from collections.abc import Callable
 import cramjam
 import pytest
 import zstandard
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import capture.dumpfile
 from capture.dumpfile import _lzo
@@ -102,3 +104,28 @@ def test_lzo_without_the_extension_says_how_to_get_it(monkeypatch: pytest.Monkey
     monkeypatch.delattr(capture.dumpfile, "_lzo")
     with pytest.raises(UnsupportedError, match="liblzo2-dev"):
         codec_by_name("lzo").make(PAGE, 1)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.binary(max_size=600), st.integers(0, 2 * PAGE))
+def test_lzo_decompress_of_garbage_fails_cleanly(stream: bytes, size: int) -> None:
+    """A dump file's page data is hostile input: any bytes give a page of at
+    most ``size`` bytes or ValueError, never a crash or an overrun."""
+    try:
+        page = _lzo.decompress(stream, size)
+    except ValueError:
+        return
+    assert len(page) <= size
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.sampled_from(_pages()), max_size=12), st.integers(1, 4))
+def test_lzo_pages_round_trip_in_any_runs(pages: list[bytes], cut: int) -> None:
+    runs = [b"".join(pages[at : at + cut]) for at in range(0, len(pages), cut)]
+    data, sizes = _lzo.compress_pages(runs, PAGE)
+    assert len(sizes) == len(pages) and sum(sizes) == len(data)
+    at = 0
+    for page, size in zip(pages, sizes, strict=True):
+        stored = data[at : at + size]
+        at += size
+        assert (stored if size == PAGE else _lzo.decompress(stored, PAGE)) == page
