@@ -173,8 +173,11 @@ def _dmesg(args: argparse.Namespace) -> None:
 
 
 def _dump(args: argparse.Namespace) -> int:
+    from capture.allocator import keep_freed_memory
     from capture.dumpfile.dump import DumpOptions, dump_vmcore
     from capture.progress import ProgressLine, page_summary
+
+    keep_freed_memory()
 
     if args.elf and args.codec not in (None, "none"):
         print("error: ELF dumps are not compressed: drop -E or the codec flag", file=sys.stderr)
