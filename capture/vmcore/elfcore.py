@@ -123,10 +123,6 @@ class ElfCore:
             return None
         return self._fd, extent.offset + paddr - extent.start
 
-    def read_pfn(self, pfn: int, page_size: int) -> bytes:
-        """Read one whole page frame."""
-        return self.read_phys(pfn * page_size, page_size)
-
     def has_phys(self, paddr: int, size: int = 1) -> bool:
         """Whether every byte of ``[paddr, paddr+size)`` can be read."""
         while size > 0:

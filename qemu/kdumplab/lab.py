@@ -131,17 +131,22 @@ def first_cmdline(crashkernel: str, wl: dict[str, str], extra: str = "") -> str:
     return " ".join(parts)
 
 
-def _run_key(
-    kern: Kernel,
-    memory_mb: int,
-    crashkernel: str,
-    wl: dict[str, str],
-    capture_img: Path | None,
-    dump_device: str,
-    nic: str | None,
-    extra_first: str,
-    extra_capture: str,
-) -> str:
+@dataclass(frozen=True)
+class _RunSpec:
+    """What one lab run boots and captures: every parameter of its cache key."""
+
+    kern: Kernel
+    memory_mb: int
+    crashkernel: str
+    wl: dict[str, str]
+    capture_img: Path | None
+    dump_device: str
+    nic: str | None
+    extra_first: str
+    extra_capture: str
+
+
+def _run_key(params: _RunSpec) -> str:
     """Cache key: every parameter plus the content of every lab input."""
     here = Path(__file__).resolve().parent
     # files that shape what ends up in the guest; LAB_VERSION covers the rest
@@ -156,16 +161,16 @@ def _run_key(
     return digest(
         [
             LAB_VERSION,
-            kern.package,
-            kern.version,
-            memory_mb,
-            crashkernel,
-            wl,
-            file_digest(capture_img) if capture_img else None,
-            dump_device,
-            nic,
-            extra_first,
-            extra_capture,
+            params.kern.package,
+            params.kern.version,
+            params.memory_mb,
+            params.crashkernel,
+            params.wl,
+            file_digest(params.capture_img) if params.capture_img else None,
+            params.dump_device,
+            params.nic,
+            params.extra_first,
+            params.extra_capture,
             inputs,
         ]
     )
@@ -277,17 +282,18 @@ def make_vmcore(
     wl = normalise_workload(workload)
     _check_fits(wl, memory_mb, _size_mb(crashkernel))
     cap = Path(capture_initrd).resolve() if capture_initrd else None
-    key = _run_key(
-        kern,
-        memory_mb,
-        crashkernel,
-        wl,
-        cap,
-        dump_device,
-        nic,
-        extra_cmdline,
-        extra_capture_cmdline,
+    params = _RunSpec(
+        kern=kern,
+        memory_mb=memory_mb,
+        crashkernel=crashkernel,
+        wl=wl,
+        capture_img=cap,
+        dump_device=dump_device,
+        nic=nic,
+        extra_first=extra_cmdline,
+        extra_capture=extra_capture_cmdline,
     )
+    key = _run_key(params)
     rdir = cache_dir() / "vmcores" / f"{kernel}-{memory_mb}M-{key}"
     out = Path(out_dir).resolve() if out_dir else rdir
     if net_port:
@@ -302,20 +308,7 @@ def make_vmcore(
             return _result(out, rdir, kern, True, 0.0)
         (rdir / "workload.json").unlink(missing_ok=True)
         start = time.monotonic()
-        info = _boot_and_capture(
-            kern,
-            rdir,
-            memory_mb,
-            crashkernel,
-            wl,
-            cap,
-            dump_device,
-            nic,
-            timeout,
-            extra_cmdline,
-            extra_capture_cmdline,
-            net_port,
-        )
+        info = _boot_and_capture(params, rdir, timeout, net_port)
         info["seconds"] = round(time.monotonic() - start, 1)
         atomic_write(rdir / "workload.json", json.dumps(info, indent=2).encode())
         _publish(rdir, out)
@@ -349,20 +342,12 @@ def drop_vmcore(res: VmcoreResult) -> None:
 
 
 def _boot_and_capture(
-    kern: Kernel,
-    rdir: Path,
-    memory_mb: int,
-    crashkernel: str,
-    wl: dict[str, str],
-    cap: Path | None,
-    dump_device: str,
-    nic: str | None,
-    timeout: float,
-    extra_first: str,
-    extra_capture: str,
-    net_port: int | None = None,
+    params: _RunSpec, rdir: Path, timeout: float, net_port: int | None
 ) -> dict[str, Any]:
     """One QEMU run: first kernel panics, capture kernel writes the dump disk."""
+    kern, memory_mb, crashkernel, wl = params.kern, params.memory_mb, params.crashkernel, params.wl
+    cap, dump_device, nic = params.capture_img, params.dump_device, params.nic
+    extra_first, extra_capture = params.extra_first, params.extra_capture
     cap_img = cap or capture_initramfs(kern)
     cap_cmd = capture_cmdline(extra_capture, net_port)
     first_img = first_initramfs(kern, cap_img, cap_cmd)
