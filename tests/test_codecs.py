@@ -12,6 +12,7 @@ import random
 import sys
 import zlib
 from collections.abc import Callable
+from pathlib import Path
 
 import cramjam
 import pytest
@@ -20,9 +21,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import capture.dumpfile
+from capture.cli import main
 from capture.dumpfile import _lzo
 from capture.dumpfile.codecs import CODECS, codec_by_name
 from capture.errors import UnsupportedError
+from tests.vmcore_builder import VmcoreBuilder
 
 PAGE = 4096
 
@@ -99,11 +102,19 @@ def test_lzo_decompress_rejects_corrupt_and_oversized_streams() -> None:
         _lzo.decompress(b"\xff" * 64, PAGE)
 
 
-def test_lzo_without_the_extension_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_lzo_without_the_extension_says_how_to_get_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setitem(sys.modules, "capture.dumpfile._lzo", None)  # import now fails
     monkeypatch.delattr(capture.dumpfile, "_lzo")
     with pytest.raises(UnsupportedError, match="liblzo2-dev"):
         codec_by_name("lzo").make(PAGE, 1)
+    # The command fails before it creates the output: no file that looks like a dump.
+    VmcoreBuilder().write(tmp_path / "vmcore")
+    output = tmp_path / "dump"
+    assert main(["dump", "-l", str(tmp_path / "vmcore"), str(output)]) == 1
+    assert "liblzo2-dev" in capsys.readouterr().err
+    assert not output.exists()
 
 
 @settings(max_examples=500, deadline=None)

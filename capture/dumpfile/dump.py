@@ -77,6 +77,8 @@ def dump_vmcore(
     started = time.monotonic()
     codec = codec_by_name("none" if options.elf else options.codec)
     with Vmcore(vmcore_path) as vmcore:
+        # Before the output exists: a codec this install lacks leaves no file behind.
+        store = codec.make(vmcore.page_size, options.threads)
         filtered = filter_pages(vmcore, options.level)
         callback = progress(filtered.bitmap2.count()) if progress else None
         sink, closer = _open_sink(output, options.flattened)
@@ -86,7 +88,7 @@ def dump_vmcore(
 
                 outcome = write_elf(vmcore, filtered, sink, callback)
             else:
-                outcome = write_kdump(vmcore, filtered, codec, sink, callback, options.threads)
+                outcome = write_kdump(vmcore, filtered, codec, store, sink, callback)
         except BaseException:
             closer(False)
             raise

@@ -115,12 +115,12 @@ def write_kdump(
     vmcore: Vmcore,
     filtered: FilterResult,
     codec: Codec,
+    store: StorePages,
     sink: Sink,
     progress: Progress | None = None,
-    threads: int = 1,
 ) -> DumpOutcome:
     """Write ``vmcore``'s dumpable pages to ``sink`` in kdump-compressed format,
-    compressing on ``threads`` threads.
+    each page stored by ``store``, a compressor ``codec`` made.
 
     ``filtered.stats.zero`` is updated with the zero pages found on the way.
     """
@@ -140,8 +140,7 @@ def write_kdump(
         # INCOMPLETE header until the end, in case we never get there.
         sink.reserve(0, layout.data_offset)
         sink.write_at(0, header.pack(incomplete=True))
-    store = (codec.make(page_size, threads), codec.flag)
-    pages = _PageStream(vmcore, filtered, store, layout, sink, outcome, progress)
+    pages = _PageStream(vmcore, filtered, (store, codec.flag), layout, sink, outcome, progress)
     try:
         pages.write_all()
     except NoSpaceError as error:
