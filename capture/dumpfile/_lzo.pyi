@@ -2,7 +2,7 @@
 
 from collections.abc import Sequence
 
-Buffer = bytes | bytearray | memoryview
+from capture.dumpfile.codecs import Buffer
 
 def compress_pages(runs: Sequence[Buffer], page_size: int, /) -> tuple[bytes, list[int]]:
     """Each page_size bytes of each run (a buffer of whole pages) compressed

@@ -140,7 +140,7 @@ def write_kdump(
         # INCOMPLETE header until the end, in case we never get there.
         sink.reserve(0, layout.data_offset)
         sink.write_at(0, header.pack(incomplete=True))
-    pages = _PageStream(vmcore, filtered, (store, codec.flag), layout, sink, outcome, progress)
+    pages = _PageStream(vmcore, filtered, store, codec.flag, layout, sink, outcome, progress)
     try:
         pages.write_all()
     except NoSpaceError as error:
@@ -212,7 +212,8 @@ class _PageStream:
         self,
         vmcore: Vmcore,
         filtered: FilterResult,
-        codec: tuple[StorePages, int],
+        store: StorePages,
+        flag: int,
         layout: KdumpLayout,
         sink: Sink,
         outcome: DumpOutcome,
@@ -220,7 +221,7 @@ class _PageStream:
     ) -> None:
         self._vmcore, self._filtered, self._layout = vmcore, filtered, layout
         self._sink, self._outcome, self._progress = sink, outcome, progress
-        self._store, self._flag = codec
+        self._store, self._flag = store, flag
         self._page_size = vmcore.page_size
         self._zero = bytes(self._page_size)
         self._pending: list[bytes] = []
@@ -232,8 +233,8 @@ class _PageStream:
         self.end_offset = layout.data_offset
         self._zero_descriptor = DESCRIPTOR.pack(layout.data_offset, self._page_size, 0, 0)
         self._zero_chunk = bytes(_READ_PAGES * self._page_size)
-        pieces, (size,) = self._store([self._zero])
-        self._stored_zero = b"".join(pieces), self._flag if size < self._page_size else 0
+        pieces, sizes = self._store([self._zero])
+        self._stored_zero = b"".join(pieces), next(iter(self._flags(sizes)))
         if layout.zero_page:
             self._append_data(self._zero)
 
