@@ -95,7 +95,7 @@ def dump_vmcore(
         closer(True)
     problems = list(filtered.problems)
     if outcome.unreadable:
-        problems.append(f"{len(outcome.unreadable)} pages are not in the vmcore (truncated?)")
+        problems.append(f"{outcome.unreadable} pages are not in the vmcore (truncated?)")
     return DumpReport(
         options=options,
         stats=filtered.stats,

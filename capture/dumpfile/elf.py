@@ -223,6 +223,6 @@ def _salvage(vmcore: Vmcore, paddr: int, size: int, outcome: DumpOutcome) -> byt
         try:
             parts.append(vmcore.read_phys(at, length))
         except CaptureError:
-            outcome.unreadable.append(at // page_size)
+            outcome.unreadable += 1
             parts.append(bytes(length))
     return b"".join(parts)

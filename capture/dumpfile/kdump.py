@@ -34,6 +34,10 @@ HEADER = struct.Struct("<8si390s6xqqIiiIIIIIIi")
 SUB_HEADER = struct.Struct("<qiiQQQQQQQQQQQ")
 DESCRIPTOR = struct.Struct("<qIIQ")
 _FLUSH_BYTES = 2 << 20
+_FLUSH_DESCRIPTORS = 1 << 15
+"""Descriptors held before they are written (~2 MB): zero pages at levels with
+bit 1 add descriptors but no data, so a data-size bound alone never flushes
+them, and a mostly zeroed machine would hold one per page."""
 _READ_PAGES = 256
 _UTS_FIELD = 65
 
@@ -270,7 +274,7 @@ class _PageStream:
                 # Not in the vmcore after all: drop it from the dump, keeping
                 # bitmap2 and the descriptor ranks consistent.
                 self._filtered.bitmap2.clear_range(pfn, pfn + 1)
-                self._outcome.unreadable.append(pfn)
+                self._outcome.unreadable += 1
             else:
                 self._queue(page, 1)
 
@@ -336,7 +340,7 @@ class _PageStream:
 
     def _after_pages(self, count: int) -> None:
         self._outcome.pages_written += count
-        if self._data_size >= _FLUSH_BYTES:
+        if self._data_size >= _FLUSH_BYTES or len(self._descriptors) >= _FLUSH_DESCRIPTORS:
             self._flush()
         if self._progress is not None:
             self._progress(self._outcome.pages_written, self.end_offset)
@@ -345,7 +349,8 @@ class _PageStream:
         """Write buffered data, then the descriptors pointing into it."""
         data_at = self.end_offset - self._data_size
         try:
-            self._sink.write_at(data_at, b"".join(self._data))
+            if self._data:
+                self._sink.write_at(data_at, b"".join(self._data))
         except NoSpaceError as error:
             self._keep_descriptors_below(data_at + error.written)
             self._write_descriptors()

@@ -17,5 +17,6 @@ class DumpOutcome:
         self.bytes_written = 0
         self.pages_written = 0
         self.incomplete = False
-        self.unreadable: list[int] = []
-        """Pfns the filter kept but the vmcore could not supply (a truncated file)."""
+        self.unreadable = 0
+        """Pages the filter kept but the vmcore could not supply (a truncated file):
+        a count, not a list, so a vmcore missing most of its pages costs no memory."""
