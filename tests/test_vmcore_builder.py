@@ -457,3 +457,119 @@ def test_write_sparse_matches_build(tmp_path: Path, model: str) -> None:
     assert core.phys(7008 * 4096, 4096) == b"\x5a" * 4096  # a filled page
     # The builder's own pages were not filled over: tables still walk, uts reads.
     assert core.read_va(core.sym("init_uts_ns"), 6) == b"Linux\0"
+
+
+# --------------------------------------------------------------- big machines
+
+GIB = 1 << 30
+
+
+def pc_ram(gb: int) -> list[tuple[int, int]]:
+    """scripts/bench-memory's layout: RAM below 2 GiB, the rest above 4 GiB."""
+    return [(0x1000, 0x9F000), (0x100000, 2 * GIB), (4 * GIB, (gb + 2) * GIB)]
+
+
+class BuilderCore:
+    """capture's CoreFile over the builder's sparse memory: the machine's
+    file is never written, so a 1 TiB layout is read in a second."""
+
+    machine = "EM_X86_64"
+    note_phdr = (0, 4)
+
+    def __init__(self, b: VmcoreBuilder) -> None:
+        from capture.vmcore.elfcore import LoadSegment
+
+        self.mem = b._assemble()
+        self.size, _, placed = b._file_layout()
+        self.path = "<builder>"
+        self.notes = b._notes()
+        self.segments = [LoadSegment(paddr, vaddr, off + paddr - region, n, n)
+                         for (vaddr, paddr, n), (off, region, _) in zip(b._loads(), placed,
+                                                                         strict=True)]
+
+    def has_phys(self, paddr: int, size: int = 1) -> bool:
+        return any(s.paddr <= paddr and paddr + size <= s.end for s in self.segments)
+
+    def read_phys(self, paddr: int, size: int) -> bytes:
+        assert self.has_phys(paddr, size), hex(paddr)
+        return self.mem.read(paddr, size)
+
+    def read_header(self, size: int) -> bytes:
+        raise NotImplementedError
+
+    def file_span(self, paddr: int, size: int) -> None:
+        return None
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("gb", [64, 256, 1024])
+def test_big_pc_layout(gb: int) -> None:
+    """A 64 GiB to 1 TiB PC: the mem_map (1/64 of RAM) and page tables go in
+    the range above 4 GiB; capture's Vmcore and MemMap find every struct page
+    where the builder put it, through its page tables, and an independent
+    walk agrees. Only the layout is built: no file is written."""
+    from capture.vmcore import MemMap, Vmcore
+
+    b = VmcoreBuilder(ram=pc_ram(gb))
+    top = b.max_pfn - 1
+    marked = {top: StructPage(mapcount=-129, private=10),
+              (4 * GIB) // 4096 + 1024: StructPage(flags=1 << 4, refcount=2),
+              0x80000 - 1: StructPage(mapping=0x1001)}  # last pfn below 2 GiB
+    for pfn, page in marked.items():
+        b.set_page(pfn, page)
+    core = BuilderCore(b)
+    start, end = b.reserved
+    assert 4 * GIB <= start < end <= (gb + 2) * GIB
+    assert end - start >= b.max_pfn * 64  # the whole vmemmap backing is in it
+    with Vmcore("<builder>", core=core) as vmcore:  # type: ignore[arg-type]
+        assert vmcore.utsname.release == "6.1.0-test"
+        memmap = MemMap(vmcore)
+        assert memmap.model == "sparsemem_vmemmap" and memmap.vmemmap == b.vmemmap
+        pfns = [1, 0x100, 0x80000 - 1, (4 * GIB) // 4096, *marked, top]
+        for pfn in pfns:
+            assert memmap.page_address(pfn) == b.struct_page_addr(pfn), hex(pfn)
+            va = b.struct_page_addr(pfn)
+            assert va is not None and vmcore.translator.translate(va) == b.virt_to_phys(va)
+        for pfn, page in marked.items():
+            cols = next(memmap.columns(pfn, pfn + 1))
+            assert cols.raw == page.pack(), hex(pfn)
+        assert next(memmap.columns(top - 1, top)).raw == StructPage().pack()
+        last_byte = b.page_offset + (gb + 2) * GIB - 1
+        assert vmcore.translator.translate(last_byte) == (gb + 2) * GIB - 1
+    # An independent walk of the same tables, from the builder's memory.
+    walker = Core(b"", [], [], dict(ln.split("=", 1) for ln in b.vmcoreinfo_lines()))
+    walker.u64 = lambda pa: core.mem.read_u64(pa)  # type: ignore[method-assign]
+    for va in (last_byte, b.vmemmap + top * 64, b.symbols["init_uts_ns"]):
+        assert walker.walk(va) == b.virt_to_phys(va) is not None, hex(va)
+    assert walker.walk(b.vmemmap + b.max_pfn * 64 + (2 << 20)) is None  # beyond the vmemmap
+
+
+def test_write_sparse_streams_runs_and_holes(tmp_path: Path) -> None:
+    """A machine whose largest RAM range is not the kernel's: the reserved area
+    moves there, write_sparse() still writes build()'s bytes, the mem_map is a
+    run of one shared page (not a page each), pages of zeros are holes, and a
+    page of zeros written over the mem_map still reads as zeros."""
+    ram = [(0x1000, 0x9F000), (0x100000, 32 << 20), (64 << 20, 192 << 20)]
+    b = VmcoreBuilder(ram=ram, kernel_size=0x200000)
+    b.fill_pages(range(0x9000, 0x9100), bytes(4096))  # zeros: must stay holes
+    b.fill_pages(range(0x9100, 0x9200), b"\x33" * 4096)
+    core0 = BuilderCore(b)
+    assert b.reserved[0] == 64 << 20
+    assert len(core0.mem.runs) == 1 and core0.mem.runs[0][1] - core0.mem.runs[0][0] >= 192
+    memmap_page = b.virt_to_phys(b.struct_page_addr(0x8000) or 0)
+    assert memmap_page is not None
+    b.write_phys(memmap_page, bytes(4096))  # zeros inside the shared run
+    path = tmp_path / "vmcore"
+    b.write_sparse(path)
+    image = b.build()
+    assert path.read_bytes() == image
+    core = parse(image)
+    assert core.phys(memmap_page, 4096) == bytes(4096)
+    assert core.phys(0x9100 * 4096, 4096) == b"\x33" * 4096
+    assert core.read_va(b.struct_page_addr(0x8000 + 64) or 0, 64) == StructPage().pack()
+    # Disk: the filled data, the mem_map and the builder's few pages, no zeros.
+    mem_map = b.max_pfn * 64
+    disk = path.stat().st_blocks * 512
+    assert 256 * 4096 + mem_map - 4096 <= disk <= 256 * 4096 + mem_map + (1 << 20)

@@ -4,16 +4,19 @@ Written from /work/shared/spec/formats.md (sections 1, 2 and 8) and, where the
 spec is silent, from the kernel sources it cites. It never imports `capture`:
 it is the independent half of every cross-check.
 
-Memory is sparse while building (a dict of page buffers) and only becomes a
-flat file in build(), so tests can use large-page layouts cheaply. For machines
-too big for one bytes object (64 GiB of RAM), write_sparse() writes the same
-image as a sparse file instead: only the pages that exist take disk. Layout:
+Memory is sparse while building (a dict of page buffers, plus ranges of one
+shared page for the mem_map) and only becomes a flat file in build(), so tests
+can use large-page layouts cheaply. For machines too big for one bytes object
+(64 GiB to 1 TiB of RAM), write_sparse() streams the same image into a sparse
+file instead: only the pages that exist take disk (the mem_map is 1/64 of RAM:
+16 GiB at 1 TiB), the rest are holes. Layout:
 
 * The kernel image [kernel_paddr, +kernel_size) holds init_top_pgt (the top
   page table), init_uts_ns and the small variables (prb, log_buf, mem_map ...).
-* A "reserved" bump area starts at the first 2 MiB boundary after the image
-  (same RAM range) and holds every lower-level page table, the vmemmap
-  backing, mem_section roots, mem_map arrays and the log buffers.
+* A "reserved" bump area lies in the largest RAM range: from the first 2 MiB
+  boundary after the image if the image is in that range, else from the
+  range's first 2 MiB boundary. It holds every lower-level page table, the
+  vmemmap backing, mem_section roots, mem_map arrays and the log buffers.
 * The builder writes its own structures first, then set_page() contents, then
   the caller's write_phys() bytes, then the corruption hooks. Building twice
   gives the same layout, so a test may build, look up an address, poke it with
@@ -22,6 +25,7 @@ image as a sparse file instead: only the pages that exist take disk. Layout:
 
 from __future__ import annotations
 
+import bisect
 import os
 import struct
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -122,26 +126,59 @@ class PhysMem:
     """Sparse physical memory: only pages that were written exist.
 
     A page may also be a shared, read-only `bytes` (see share()), copied into
-    its own bytearray on its first write: the 262144 pages of default struct
-    pages of a 64 GiB machine then cost a dict entry each, not 1 GiB."""
+    its own bytearray on its first write. Long runs of one shared page (the
+    default struct pages: 4 Mi pages of them at 1 TiB) are kept as a range
+    (see share_run()), not as a dict entry per page, and are written out with
+    one system call per 4 MiB."""
 
     def __init__(self, page_size: int) -> None:
         self.page_size = page_size
         self.pages: dict[int, bytearray | bytes] = {}
+        self.runs: list[tuple[int, int, bytes]] = []  # [start, end) pfns of one page, sorted
+        self._run_starts: list[int] = []
 
     def copy(self) -> PhysMem:
         other = PhysMem(self.page_size)
         other.pages = {pfn: buf if isinstance(buf, bytes) else bytearray(buf)
                        for pfn, buf in self.pages.items()}
+        other.runs, other._run_starts = list(self.runs), list(self._run_starts)
         return other
 
     def share(self, pfns: Iterable[int], page: bytes) -> None:
         """Make every page of `pfns` exactly `page` (one buffer for all of them)."""
-        if len(page) != self.page_size:
-            raise ValueError(f"a shared page must be {self.page_size} bytes")
-        page = bytes(page)
+        page = self._checked(page)
         for pfn in pfns:
             self.pages[pfn] = page
+
+    def share_run(self, start: int, end: int, page: bytes) -> None:
+        """Make every page of pfns [start, end) exactly `page`, at the cost of one
+        list entry. The range must not overlap an earlier run."""
+        page = self._checked(page)
+        if start >= end:
+            return
+        i = bisect.bisect(self._run_starts, start)
+        if (i and self.runs[i - 1][1] > start) or (i < len(self.runs) and self.runs[i][0] < end):
+            raise ValueError(f"shared run {start:#x}-{end:#x} overlaps another")
+        stale = ([pfn for pfn in self.pages if start <= pfn < end] if len(self.pages) < end - start
+                 else [pfn for pfn in range(start, end) if pfn in self.pages])
+        for pfn in stale:
+            del self.pages[pfn]
+        self.runs.insert(i, (start, end, page))
+        self._run_starts.insert(i, start)
+
+    def _checked(self, page: bytes) -> bytes:
+        if len(page) != self.page_size:
+            raise ValueError(f"a shared page must be {self.page_size} bytes")
+        return bytes(page)
+
+    def get(self, pfn: int) -> bytearray | bytes | None:
+        """The page of `pfn`, None if it was never written."""
+        page = self.pages.get(pfn)
+        return page if page is not None else self._run_page(pfn)
+
+    def _run_page(self, pfn: int) -> bytes | None:
+        i = bisect.bisect(self._run_starts, pfn) - 1
+        return self.runs[i][2] if i >= 0 and pfn < self.runs[i][1] else None
 
     def write(self, paddr: int, data: bytes) -> None:
         view, pos, ps = memoryview(data), 0, self.page_size
@@ -150,6 +187,7 @@ class PhysMem:
             n = min(ps - off, len(view) - pos)
             page = self.pages.get(pfn)
             if not isinstance(page, bytearray):  # absent, or shared: copy on write
+                page = self.get(pfn)
                 page = self.pages[pfn] = bytearray(page if page is not None else ps)
             page[off:off + n] = view[pos:pos + n]
             pos += n
@@ -159,7 +197,7 @@ class PhysMem:
         while pos < size:
             pfn, off = divmod(paddr + pos, ps)
             n = min(ps - off, size - pos)
-            page = self.pages.get(pfn)
+            page = self.get(pfn)
             out += page[off:off + n] if page is not None else bytes(n)
             pos += n
         return bytes(out)
@@ -169,6 +207,32 @@ class PhysMem:
 
     def read_u64(self, paddr: int) -> int:
         return int(struct.unpack("<Q", self.read(paddr, 8))[0])
+
+    def extents(self, start: int, end: int) -> Iterator[tuple[int, list[bytes | bytearray]]]:
+        """(first pfn, pages) of every stretch of consecutive pages that exist in
+        pfns [start, end), at most _EXTENT_PAGES each. The shared runs come first,
+        then the single pages, which may lie inside a run and must win over it:
+        write them in this order. Pages of zeros are left out (a hole reads as zeros)."""
+        zero = bytes(self.page_size)
+        for run_start, run_end, page in self.runs:
+            lo, hi = max(run_start, start), min(run_end, end)
+            if page != zero:
+                for first in range(lo, hi, _EXTENT_PAGES):
+                    yield first, [page] * min(_EXTENT_PAGES, hi - first)
+        group: list[bytes | bytearray] = []
+        first = prev = -2
+        for pfn in sorted(pfn for pfn in self.pages if start <= pfn < end):
+            page = self.pages[pfn]
+            if page == zero and self._run_page(pfn) is None:
+                continue
+            if pfn != prev + 1 or len(group) == _EXTENT_PAGES:
+                if group:
+                    yield first, group
+                first, group = pfn, []
+            group.append(page)
+            prev = pfn
+        if group:
+            yield first, group
 
 
 class Bump:
@@ -344,8 +408,8 @@ class VmcoreBuilder:
             for pos, blob in headers:
                 os.pwrite(fd, blob, pos)
             for placement in placed:
-                for pos, page in _placed_pages(mem, *placement):
-                    os.pwrite(fd, page, pos)
+                for pos, pages in _placed_extents(mem, *placement):
+                    _pwritev_all(fd, pages, pos)
             f.truncate(size)  # the tail may be a hole: truncate sets the size
         return size
 
@@ -429,11 +493,8 @@ class VmcoreBuilder:
         self._mem = PhysMem(self.page_size)
         kend = self.kernel_paddr + self.kernel_size
         self._kalloc = Bump(self.kernel_paddr + self.page_size, kend, "kernel image")
-        rstart = _roundup(kend, 1 << 21)
-        rng = self._ram_range_of(rstart, rstart + self.page_size)
-        if rng is None:
-            raise ValueError("no RAM right after the kernel image for the reserved area")
-        self._ralloc = Bump(rstart, rng[1], "reserved RAM area")
+        rstart, rend = self._reserved_range()
+        self._ralloc = Bump(rstart, rend, "reserved RAM area")
         self.top_table_paddr = self._kalloc.alloc(self.page_size, self.page_size)
         self._map_all()
         self._layout_memmap()
@@ -451,9 +512,25 @@ class VmcoreBuilder:
             hook()
         return self._mem
 
+    def _reserved_range(self) -> tuple[int, int]:
+        """Where the bump area goes: in the largest RAM range, as early boot
+        memory (memblock) takes what it needs where there is room; right after
+        the kernel image if the image is in that range (a small machine: the
+        layout every test knows), else from the range's first 2 MiB boundary (a
+        PC with more than 4 GiB: the range above the PCI hole, whose mem_map is
+        1/64 of RAM and does not fit below 4 GiB beyond ~200 GB)."""
+        kernel = self._ram_range_of(self.kernel_paddr, self.kernel_paddr + self.kernel_size)
+        start, end = max(self.ram, key=lambda r: (r[1] - r[0], r == kernel))
+        first = self.kernel_paddr + self.kernel_size if (start, end) == kernel else start
+        rstart = _roundup(first, 1 << 21)
+        if rstart + self.page_size > end:
+            raise ValueError(f"no RAM for the reserved area after {first:#x} "
+                             f"(largest RAM range {start:#x}-{end:#x})")
+        return rstart, end
+
     def _fill(self, pfns: Iterable[int], data: bytes) -> None:
-        pages = self._mem.pages
-        self._mem.share((pfn for pfn in pfns if pfn not in pages), data)
+        mem = self._mem
+        mem.share((pfn for pfn in pfns if mem.get(pfn) is None), data)
 
     def _kva(self, paddr: int) -> int:
         """Kernel-image virtual address of a physical address inside the image."""
@@ -503,9 +580,12 @@ class VmcoreBuilder:
             raise ValueError(f"unaligned {page:#x} mapping {vaddr:#x} -> {paddr:#x}")
         shift = _SHIFT_OF[page]
         flags = _TABLE_FLAGS | (PTE_PSE if page > self.page_size else 0) | (PTE_NX if nx else 0)
-        for off in range(0, size, page):
-            entry = (paddr + off) | self.sme_mask | flags
-            self._mem.write_u64(self._slot(vaddr + off, shift), entry)
+        off = 0
+        while off < size:  # one table at a time: its entries are consecutive u64s
+            n = min(512 - ((vaddr + off) >> shift) % 512, (size - off) // page)
+            entries = [(paddr + off + i * page) | self.sme_mask | flags for i in range(n)]
+            self._mem.write(self._slot(vaddr + off, shift), struct.pack(f"<{n}Q", *entries))
+            off += n * page
         self.mappings.append(Mapping(vaddr, paddr, size, page))
 
     def _map_all(self) -> None:
@@ -564,7 +644,7 @@ class VmcoreBuilder:
         ps = self.page_size
         per_page = ps // STRUCT_PAGE_SIZE
         whole = count // per_page if paddr % ps == 0 else 0
-        self._mem.share(range(paddr // ps, paddr // ps + whole), self._default_pages(per_page))
+        self._mem.share_run(paddr // ps, paddr // ps + whole, self._default_pages(per_page))
         self._mem.write(paddr + whole * ps, self._default_pages(count - whole * per_page))
 
     def _layout_memmap(self) -> None:
@@ -963,19 +1043,25 @@ class VmcoreBuilder:
         for pos, blob in headers:
             image[pos:pos + len(blob)] = blob
         for placement in placed:
-            for pos, page in _placed_pages(mem, *placement):
-                image[pos:pos + len(page)] = page
+            for pos, pages in _placed_extents(mem, *placement):
+                image[pos:pos + len(pages) * mem.page_size] = b"".join(pages)
         return bytes(image)
 
 
-def _placed_pages(mem: PhysMem, file_off: int, region: int,
-                  length: int) -> Iterator[tuple[int, bytes | bytearray]]:
-    """(file offset, content) of every existing page of one placed region."""
+def _placed_extents(mem: PhysMem, file_off: int, region: int,
+                    length: int) -> Iterator[tuple[int, list[bytes | bytearray]]]:
+    """(file offset, consecutive pages) of the existing pages of one placed
+    region, in PhysMem.extents() order (later ones win)."""
     ps = mem.page_size
-    for pfn in range(region // ps, (region + length) // ps):
-        page = mem.pages.get(pfn)
-        if page is not None:
-            yield file_off + pfn * ps - region, page
+    for pfn, pages in mem.extents(region // ps, (region + length) // ps):
+        yield file_off + pfn * ps - region, pages
+
+
+def _pwritev_all(fd: int, buffers: list[bytes | bytearray], pos: int) -> None:
+    total = sum(len(b) for b in buffers)
+    done = os.pwritev(fd, buffers, pos)
+    if done != total:  # a short write (signal, odd filesystem): finish it plainly
+        os.pwrite(fd, b"".join(buffers)[done:], pos + done)
 
 
 def _note(name: bytes, ntype: int, desc: bytes) -> bytes:
@@ -992,6 +1078,8 @@ def _ehdr(phnum: int) -> bytes:
     ident = b"\x7fELF" + bytes([2, 1, 1, 0]) + bytes(8)
     return ident + struct.pack("<HHIQQQIHHHHHH", 4, 62, 1, 0, 64, 0, 0, 64, 56, phnum, 0, 0, 0)
 
+
+_EXTENT_PAGES = 1024  # pages per pwritev (IOV_MAX): 4 MiB per system call
 
 _DEFAULT_RELEASE = {"lockless": "6.1.0-test", "legacy": "5.4.0-test", "plain": "2.6.32-test"}
 
