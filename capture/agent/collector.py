@@ -102,13 +102,14 @@ _UNSUPPORTED = {
     "--eppic": "erases data by an eppic script, which the engine cannot do: "
     "nothing would be erased; remove it",
     "--extension": "runs makedumpfile extensions, which the engine does not have; remove it",
-    "-e": "excluding unused vmemmap pages is not supported; remove it",
-    "-X": "Xen dumps are not supported; remove it",
-    "--xen-syms": "Xen dumps are not supported; remove it",
-    "--xen-vmcoreinfo": "Xen dumps are not supported; remove it",
-    "--xen_phys_start": "Xen dumps are not supported; remove it",
-    "--diskset": "sadump disks are not supported; remove it",
-    "-L": "a size limit is not supported (the capture checks free space itself); remove it",
+    "-e": "excludes unused vmemmap pages, which the engine does not do; remove it",
+    "-X": "is for Xen dumps, which the engine does not write; remove it",
+    "--xen-syms": "is for Xen dumps, which the engine does not write; remove it",
+    "--xen-vmcoreinfo": "is for Xen dumps, which the engine does not write; remove it",
+    "--xen_phys_start": "is for Xen dumps, which the engine does not write; remove it",
+    "--diskset": "is for sadump disks, which the engine does not read; remove it",
+    "-L": "limits the dump's size, which the engine does not do (the capture checks free "
+    "space itself); remove it",
 }
 _NOT_STREAMING = {"cp", "mv", "rsync", "install", "ln"}
 """Commands that need a file to write, so they cannot feed a streaming target."""

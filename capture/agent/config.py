@@ -312,15 +312,15 @@ _OURS: dict[str, tuple[str, int]] = {
 }
 
 DEPRECATED = {
-    "net": "net was replaced by nfs and ssh: write 'nfs host:/export' or 'ssh user@host'",
-    "options": "options is gone: put module options on the capture kernel's command line "
+    "net": "write 'nfs host:/export' or 'ssh user@host' instead",
+    "options": "put module options on the capture kernel's command line instead "
     "(KDUMP_COMMANDLINE_APPEND in /etc/sysconfig/kdump, e.g. loop.max_loop=1)",
-    "link_delay": "link_delay is gone: the initramfs waits for the network itself; remove it",
-    "disk_timeout": "disk_timeout is gone: the initramfs waits for disks itself; remove it",
-    "debug_mem_level": "debug_mem_level is gone: add rd.memdebug=0-3 to "
-    "KDUMP_COMMANDLINE_APPEND in /etc/sysconfig/kdump",
-    "blacklist": "blacklist is gone: add rd.driver.blacklist=MODULE to "
-    "KDUMP_COMMANDLINE_APPEND in /etc/sysconfig/kdump",
+    "link_delay": "remove it: the capture initramfs waits for the network itself",
+    "disk_timeout": "remove it: the capture initramfs waits for disks itself",
+    "debug_mem_level": "add rd.memdebug=0-3 to KDUMP_COMMANDLINE_APPEND "
+    "in /etc/sysconfig/kdump instead",
+    "blacklist": "add rd.driver.blacklist=MODULE to KDUMP_COMMANDLINE_APPEND "
+    "in /etc/sysconfig/kdump instead",
 }
 """Directives kdumpctl refuses, each with what replaces it."""
 
@@ -446,7 +446,7 @@ def _interpret(directive: str, value: str) -> _Reading:
     :raises _Bad: for a line the capture kernel must skip.
     """
     if directive in DEPRECATED:
-        raise _Bad(f"deprecated directive: {DEPRECATED[directive]}")
+        raise _Bad(f"{directive} is deprecated and does nothing; {DEPRECATED[directive]}")
     handler = DIRECTIVES.get(directive)
     if handler is None:
         raise _Bad(_unknown(directive))
