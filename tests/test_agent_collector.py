@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from capture.agent.collector import (
     EngineCollector,
     ExternalCollector,
+    collector_for,
     default_collector,
     map_collector,
 )
@@ -18,6 +21,7 @@ from capture.agent.config import (
     RawTarget,
     SshTarget,
     Target,
+    parse_config,
 )
 from capture.dumpfile.dump import DumpOptions
 from capture.filter.levels import DumpLevel
@@ -360,3 +364,33 @@ def test_a_collector_that_cannot_feed_its_target(
     line: str, target: Target | None, problem: str
 ) -> None:
     assert map_collector(line, target, cpus=1).problems == [problem]
+
+
+# At capture time ------------------------------------------------------------------
+
+
+def test_capture_time_logs_what_it_cannot_honour_and_dumps_anyway(caplog) -> None:
+    config = parse_config(
+        "raw /dev/sdb1\ncore_collector makedumpfile -c --split -d 31\n", "kdump.conf"
+    ).config
+    with caplog.at_level(logging.WARNING, logger="capture.agent.collector"):
+        collector = collector_for(config, cpus=4)
+    assert collector == EngineCollector(
+        DumpOptions(level=DumpLevel(31), codec="zlib", flattened=True),
+        "makedumpfile -c --split -d 31 -F",
+    )
+    assert [record.getMessage() for record in caplog.records] == [
+        "kdump.conf:2: makedumpfile --split writes the dump as several files, and kdump saves "
+        "one vmcore; remove it (more CPUs are used without it) (the rest of the line is used)"
+    ]
+
+
+def test_capture_time_default_collector(caplog) -> None:
+    config = parse_config("path /var/crash\n", "kdump.conf").config
+    with caplog.at_level(logging.WARNING):
+        collector = collector_for(config, cpus=2, machine="x86_64")
+    assert collector == EngineCollector(
+        DumpOptions(level=DumpLevel(31), codec="lzo", threads=2),
+        f"{FEDORA_DEFAULT} --num-threads=2",
+    )
+    assert caplog.records == []

@@ -28,11 +28,12 @@ remote file as its second argument.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, NamedTuple
 
-from capture.agent.config import NfsTarget, RawTarget, SshTarget, Target
+from capture.agent.config import Config, NfsTarget, RawTarget, SshTarget, Target
 from capture.filter.levels import DumpLevel, parse_dump_level
 
 if TYPE_CHECKING:
@@ -43,9 +44,12 @@ __all__ = (
     "CollectorChoice",
     "EngineCollector",
     "ExternalCollector",
+    "collector_for",
     "default_collector",
     "map_collector",
 )
+
+log = logging.getLogger(__name__)
 
 MAX_THREADS = 64
 """More compression threads than this only cost memory."""
@@ -156,6 +160,17 @@ def default_collector(machine: str | None = None) -> str:
     machine = machine or os.uname().machine
     codec = "-c" if machine == "s390x" else "-l"
     return f"makedumpfile {codec} --message-level 7 -d 31"
+
+
+def collector_for(config: Config, cpus: int, machine: str | None = None) -> Collector:
+    """The capture run's collector: what cannot be honoured is logged, never fatal."""
+    setting = config.core_collector
+    target = config.target.value if config.target else None
+    choice = map_collector(setting.value if setting else None, target, cpus, machine)
+    where = setting.origin if setting else config.file
+    for problem in choice.problems:
+        log.warning("%s: %s (the rest of the line is used)", where, problem)
+    return choice.collector
 
 
 def map_collector(
