@@ -422,6 +422,19 @@ def test_lenient_reading_of_garbage(tmp_path) -> None:
     assert os.fsencode(config.path.value) == b"/var/\xffcrash"  # the bytes survive
 
 
+def test_lenient_reading_survives_a_bug_of_ours(tmp_path, monkeypatch, caplog) -> None:
+    import capture.agent.config as config_module
+
+    def broken(directive: str, value: str) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setitem(config_module.DIRECTIVES, "path", broken)
+    with caplog.at_level(logging.ERROR, logger="capture.agent.config"):
+        config = load_config(write(tmp_path, "path /srv/crash\n"))
+    assert config.path.is_default and config.path.value == "/var/crash"
+    assert "could not be parsed: using the defaults" in caplog.records[0].getMessage()
+
+
 # check-config: the broken file, every problem at once -------------------------
 
 

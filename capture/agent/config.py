@@ -346,7 +346,11 @@ def load_config(path: str = DEFAULT_CONFIG) -> Config:
     except OSError as error:
         log.error("%s cannot be read (%s): using the defaults", path, error.strerror or error)
         text = ""
-    parsed = parse_config(text, path)
+    try:
+        parsed = parse_config(text, path)
+    except Exception:  # a bug of ours must not cost the dump: the defaults still dump
+        log.exception("%s could not be parsed: using the defaults", path)
+        parsed = parse_config("", path)
     for problem in parsed.skipped:
         log.warning("%s (line skipped)", problem)
     for problem in parsed.strict_only:
