@@ -42,7 +42,11 @@ def run_dump(*argv: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize(("form", "megabytes"), [(["-z"], 20), (["-E"], 12)], ids=["kdump", "elf"])
+@pytest.mark.parametrize(
+    ("form", "megabytes"),
+    [(["-z"], 20), (["-z", "--cyclic-buffer", "4"], 20), (["-E"], 12)],
+    ids=["kdump", "kdump-cyclic", "elf"],
+)
 def test_full_filesystem(tmp_path: Path, form: list[str], megabytes: int) -> None:
     """The kdump case fills up near the end (an 18.5 MB dump on a 20 MB ext4),
     as a nearly full disk would; crash must still open what was written."""

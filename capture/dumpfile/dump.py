@@ -15,7 +15,7 @@ from capture.dumpfile.codecs import codec_by_name
 from capture.dumpfile.kdump import write_kdump
 from capture.dumpfile.outcome import DumpOutcome
 from capture.dumpfile.sink import FileSink, FlattenedSink, Sink
-from capture.filter import DumpLevel, FilterStats, filter_pages
+from capture.filter import DumpLevel, FilteredPages, FilterStats, default_bitmap_budget
 from capture.vmcore import Vmcore
 
 __all__ = ("DumpOptions", "DumpReport", "dump_vmcore")
@@ -32,6 +32,10 @@ class DumpOptions(NamedTuple):
     flattened: bool = False
     threads: int = 1
     """Compression threads (makedumpfile's --num-threads)."""
+    bitmap_budget: int | None = None
+    """Bytes the two bitmaps may take before the filter works in cycles
+    (makedumpfile's --cyclic-buffer, for both); None: 40% of the memory
+    available, at most 32 MiB. An ELF dump always holds them whole."""
 
 
 class DumpReport(NamedTuple):
@@ -79,14 +83,19 @@ def dump_vmcore(
     with Vmcore(vmcore_path) as vmcore:
         # Before the output exists: a codec this install lacks leaves no file behind.
         store = codec.make(vmcore.page_size, options.threads)
-        filtered = filter_pages(vmcore, options.level)
-        callback = progress(filtered.bitmap2.count()) if progress else None
+        budget = options.bitmap_budget
+        if options.elf:
+            budget = None  # its program headers need every segment's runs first
+        elif budget is None:
+            budget = default_bitmap_budget()
+        filtered = FilteredPages(vmcore, options.level, budget)
+        callback = progress(filtered.dumpable) if progress else None
         sink, closer = _open_sink(output, options.flattened)
         try:
             if options.elf:
                 from capture.dumpfile.elf import write_elf  # only -E needs it: imports cost
 
-                outcome = write_elf(vmcore, filtered, sink, callback)
+                outcome = write_elf(vmcore, filtered.whole(), sink, callback)
             else:
                 outcome = write_kdump(vmcore, filtered, codec, store, sink, callback)
         except BaseException:
@@ -101,7 +110,7 @@ def dump_vmcore(
         stats=filtered.stats,
         outcome=outcome,
         seconds=time.monotonic() - started,
-        max_pfn=filtered.bitmap2.size,
+        max_pfn=filtered.max_pfn,
         problems=problems,
     )
 

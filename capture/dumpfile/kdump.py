@@ -19,7 +19,7 @@ from capture.dumpfile.codecs import Buffer, Codec, StorePages
 from capture.dumpfile.outcome import DumpOutcome, Progress
 from capture.dumpfile.sink import NoSpaceError, Sink
 from capture.errors import CaptureError
-from capture.filter import DumpLevel, FilterResult
+from capture.filter import Bitmap, DumpLevel, FilteredPages, FilterResult
 from capture.vmcore import Vmcore
 from capture.vmcore.notes import find_vmcoreinfo
 
@@ -117,7 +117,7 @@ def _without_zero_pages(runs: list[bytes], is_zero: list[bool], page_size: int) 
 
 def write_kdump(
     vmcore: Vmcore,
-    filtered: FilterResult,
+    filtered: FilteredPages,
     codec: Codec,
     store: StorePages,
     sink: Sink,
@@ -126,50 +126,69 @@ def write_kdump(
     """Write ``vmcore``'s dumpable pages to ``sink`` in kdump-compressed format,
     each page stored by ``store``, a compressor ``codec`` made.
 
-    ``filtered.stats.zero`` is updated with the zero pages found on the way.
+    Cycle by cycle, the pages then that cycle's part of both bitmaps are
+    written, so only one cycle's bitmaps are ever held. ``filtered.stats.zero``
+    is updated with the zero pages found on the way.
     """
     page_size = vmcore.page_size
     layout = KdumpLayout(
         block_size=page_size,
         note_size=len(vmcore.core.notes),
-        max_pfn=filtered.bitmap2.size,
-        dumpable=filtered.bitmap2.count(),
+        max_pfn=filtered.max_pfn,
+        dumpable=filtered.dumpable,
         zero_page=bool(filtered.level & DumpLevel.ZERO),
     )
-    header = _HeaderFields(vmcore, filtered, codec, layout)
+    header = _HeaderFields(vmcore, filtered.level, codec, layout)
     outcome = DumpOutcome()
     if sink.seekable:
-        # Space for everything but the page data, so the final rewrites of
-        # bitmaps, descriptors and header cannot fail on a full disk; and an
-        # INCOMPLETE header until the end, in case we never get there.
+        # Space for everything but the page data, so the bitmaps, descriptors
+        # and header rewrites cannot fail on a full disk; and an INCOMPLETE
+        # header until the end, in case we never get there.
         sink.reserve(0, layout.data_offset)
         sink.write_at(0, header.pack(incomplete=True))
+    sink.write_at(page_size, header.sub_header() + vmcore.core.notes)
     pages = _PageStream(vmcore, filtered, store, codec.flag, layout, sink, outcome, progress)
-    try:
-        pages.write_all()
-    except NoSpaceError as error:
-        log.error("%s; the dump is incomplete", error)
-        outcome.incomplete = True
-    _write_metadata(sink, layout, filtered, header.sub_header(), vmcore.core.notes)
+    for cycle in filtered.cycles():
+        if not outcome.incomplete:
+            try:
+                pages.write_cycle(cycle)
+            except NoSpaceError as error:
+                log.error("%s; the dump is incomplete", error)
+                outcome.incomplete = True
+        _write_bitmaps(sink, layout, cycle)
+    if not outcome.incomplete:
+        try:
+            pages.finish()
+        except NoSpaceError as error:
+            log.error("%s; the dump is incomplete", error)
+            outcome.incomplete = True
+    _pad_bitmaps(sink, layout)
     sink.write_at(0, header.pack(incomplete=outcome.incomplete))
     outcome.bytes_written = pages.end_offset
     return outcome
 
 
-def _write_metadata(
-    sink: Sink, layout: KdumpLayout, filtered: FilterResult, sub_header: bytes, notes: bytes
-) -> None:
-    half = layout.bitmap_blocks // 2 * layout.block_size
-    sink.write_at(layout.block_size, sub_header + notes)
-    sink.write_at(layout.bitmap1_offset, bytes(filtered.bitmap1.data).ljust(half, b"\0"))
-    sink.write_at(layout.bitmap2_offset, bytes(filtered.bitmap2.data).ljust(half, b"\0"))
+def _write_bitmaps(sink: Sink, layout: KdumpLayout, cycle: FilterResult) -> None:
+    """One cycle's part of bitmap1 and bitmap2, where the whole ones go."""
+    at = cycle.bitmap1.start // 8
+    sink.write_at(layout.bitmap1_offset + at, bytes(cycle.bitmap1.data))
+    sink.write_at(layout.bitmap2_offset + at, bytes(cycle.bitmap2.data))
+
+
+def _pad_bitmaps(sink: Sink, layout: KdumpLayout) -> None:
+    """Zeros from each bitmap's last byte to its end block (a stream has no
+    holes to leave them in)."""
+    used = _ceil_div(layout.max_pfn, 8)
+    padding = bytes(layout.bitmap_blocks // 2 * layout.block_size - used)
+    for offset in (layout.bitmap1_offset, layout.bitmap2_offset):
+        sink.write_at(offset + used, padding)
 
 
 class _HeaderFields:
     """The disk_dump_header and kdump_sub_header of one dump."""
 
-    def __init__(self, vmcore: Vmcore, filtered: FilterResult, codec: Codec, layout: KdumpLayout):
-        self._vmcore, self._filtered, self._codec, self._layout = vmcore, filtered, codec, layout
+    def __init__(self, vmcore: Vmcore, level: DumpLevel, codec: Codec, layout: KdumpLayout):
+        self._vmcore, self._level, self._codec, self._layout = vmcore, level, codec, layout
 
     def pack(self, incomplete: bool) -> bytes:
         vmcore, layout = self._vmcore, self._layout
@@ -187,7 +206,7 @@ class _HeaderFields:
         note = find_vmcoreinfo(vmcore.notes)
         info_at, info_size = (notes_at + note.desc_offset, len(note.desc)) if note else (0, 0)
         return SUB_HEADER.pack(
-            vmcore.translator.phys_base, int(self._filtered.level), 0, 0, 0,
+            vmcore.translator.phys_base, int(self._level), 0, 0, 0,
             info_at, info_size, notes_at, layout.note_size, 0, 0, 0, 0, layout.max_pfn,
         )  # fmt: skip
 
@@ -215,7 +234,7 @@ class _PageStream:
     def __init__(
         self,
         vmcore: Vmcore,
-        filtered: FilterResult,
+        filtered: FilteredPages,
         store: StorePages,
         flag: int,
         layout: KdumpLayout,
@@ -223,7 +242,7 @@ class _PageStream:
         outcome: DumpOutcome,
         progress: Progress | None,
     ) -> None:
-        self._vmcore, self._filtered, self._layout = vmcore, filtered, layout
+        self._vmcore, self._stats, self._layout = vmcore, filtered.stats, layout
         self._sink, self._outcome, self._progress = sink, outcome, progress
         self._store, self._flag = store, flag
         self._page_size = vmcore.page_size
@@ -242,14 +261,20 @@ class _PageStream:
         if layout.zero_page:
             self._append_data(self._zero)
 
-    def write_all(self) -> None:
-        for start, end in self._filtered.bitmap2.runs():
+    def write_cycle(self, cycle: FilterResult) -> None:
+        """Read (and queue or write) every dumpable page of ``cycle``; a page
+        missing from the vmcore is cleared from its bitmap2."""
+        bitmap2 = cycle.bitmap2
+        for start, end in bitmap2.runs():
             for first in range(start, end, _READ_PAGES):
-                self._read_pages(first, min(end, first + _READ_PAGES))
+                self._read_pages(first, min(end, first + _READ_PAGES), bitmap2)
+
+    def finish(self) -> None:
+        """Write what is still queued or buffered."""
         self._write_pending()
         self._flush()
 
-    def _read_pages(self, first: int, end: int) -> None:
+    def _read_pages(self, first: int, end: int, bitmap2: Bitmap) -> None:
         """Queue pfns ``[first, end)``: short runs (a busy machine's -d 31 is
         mostly runs of a few pages) are gathered, so the per-batch work is paid
         once per ~256 pages however fragmented the dump is."""
@@ -257,7 +282,7 @@ class _PageStream:
         try:
             chunk = self._vmcore.read_phys(first * page_size, (end - first) * page_size)
         except CaptureError:
-            self._read_salvaged(first, end)
+            self._read_salvaged(first, end, bitmap2)
             return
         if chunk == self._zero_chunk:  # whole runs of zeros are common (free, unused RAM)
             self._write_pending()
@@ -266,14 +291,14 @@ class _PageStream:
             return
         self._queue(chunk, end - first)
 
-    def _read_salvaged(self, first: int, end: int) -> None:
+    def _read_salvaged(self, first: int, end: int, bitmap2: Bitmap) -> None:
         for pfn in range(first, end):
             try:
                 page = self._vmcore.read_phys(pfn * self._page_size, self._page_size)
             except CaptureError:
                 # Not in the vmcore after all: drop it from the dump, keeping
                 # bitmap2 and the descriptor ranks consistent.
-                self._filtered.bitmap2.clear_range(pfn, pfn + 1)
+                bitmap2.clear_range(pfn, pfn + 1)
                 self._outcome.unreadable += 1
             else:
                 self._queue(page, 1)
@@ -295,7 +320,7 @@ class _PageStream:
         is_zero = _zero_pages(pending, self._zero) if self._layout.zero_page else None
         if is_zero is not None:
             runs = _without_zero_pages(pending, is_zero, self._page_size)
-            self._filtered.stats.zero += is_zero.count(True)
+            self._stats.zero += is_zero.count(True)
         pieces, sizes = self._store(runs)
         offsets = list(accumulate(sizes, initial=self.end_offset))
         end = offsets.pop()
@@ -321,7 +346,7 @@ class _PageStream:
         """``count`` zero pages, each stored as the codec stores a zero page."""
         if self._layout.zero_page:
             self._descriptors.extend([self._zero_descriptor] * count)
-            self._filtered.stats.zero += count
+            self._stats.zero += count
             return
         stored, flag = self._stored_zero
         size, offset = len(stored), self.end_offset

@@ -15,61 +15,83 @@ _CHUNK_BITS = 1 << 16
 
 
 class Bitmap:
-    """``size`` bits, all clear."""
+    """One bit for each pfn of ``[start, end)``, all clear.
 
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.data = bytearray((size + 7) // 8)
+    ``start`` is a multiple of 8, so :attr:`data` is the slice of a
+    whole-machine bitmap from byte ``start // 8`` on: one cycle of a cyclic
+    pass writes its part of the file's bitmap as it is. Every method takes
+    and returns pfns; bits outside the range read as clear and are never set.
+    """
+
+    def __init__(self, end: int, start: int = 0) -> None:
+        if start % 8 or start > end:
+            raise ValueError(f"bad bitmap range [{start}, {end})")
+        self.start, self.end = start, end
+        self.data = bytearray((end - start + 7) // 8)
+
+    @property
+    def size(self) -> int:
+        """Number of bits."""
+        return self.end - self.start
 
     def copy(self) -> Bitmap:
         """An independent copy."""
-        other = Bitmap(self.size)
+        other = Bitmap(self.end, self.start)
         other.data[:] = self.data
         return other
 
-    def is_set(self, bit: int) -> bool:
-        """Whether ``bit`` is set (bits past the end read as clear)."""
+    def is_set(self, pfn: int) -> bool:
+        """Whether ``pfn``'s bit is set."""
+        bit = pfn - self.start
         return 0 <= bit < self.size and bool(self.data[bit >> 3] >> (bit & 7) & 1)
 
     def set_range(self, start: int, end: int) -> None:
-        """Set bits ``[start, end)`` (clipped to the bitmap)."""
-        self._fill(start, end, True)
+        """Set the bits of pfns ``[start, end)`` (clipped to the bitmap)."""
+        self._fill(start - self.start, end - self.start, True)
 
     def clear_range(self, start: int, end: int) -> None:
-        """Clear bits ``[start, end)`` (clipped to the bitmap)."""
-        self._fill(start, end, False)
+        """Clear the bits of pfns ``[start, end)`` (clipped to the bitmap)."""
+        self._fill(start - self.start, end - self.start, False)
 
     def get_bits(self, start: int, count: int) -> int:
-        """Bits ``[start, start+count)`` as an int: bit ``i`` is bit ``start+i``."""
-        count = max(0, min(count, self.size - start))
+        """Bits of pfns ``[start, start+count)`` as an int: bit ``i`` is pfn ``start+i``'s."""
+        skipped = max(0, self.start - start)
+        bit = start + skipped - self.start
+        count = max(0, min(count - skipped, self.size - bit))
         if count == 0:
             return 0
-        first, last = start >> 3, (start + count + 7) >> 3
-        value = int.from_bytes(self.data[first:last], "little") >> (start & 7)
-        return value & ((1 << count) - 1)
+        first, last = bit >> 3, (bit + count + 7) >> 3
+        value = int.from_bytes(self.data[first:last], "little") >> (bit & 7)
+        return (value & ((1 << count) - 1)) << skipped
 
     def clear_bits(self, start: int, bits: int) -> None:
-        """Clear bit ``start+i`` wherever bit ``i`` of ``bits`` is set."""
-        if bits <= 0:
+        """Clear pfn ``start+i``'s bit wherever bit ``i`` of ``bits`` is set."""
+        bit = start - self.start
+        if bit < 0:
+            bits >>= -bit
+            bit = 0
+        count = min(bits.bit_length(), self.size - bit)
+        if bits <= 0 or count <= 0:
             return
-        count = min(bits.bit_length(), self.size - start)
-        first, last = start >> 3, (start + count + 7) >> 3
-        shift = start & 7
+        first, last = bit >> 3, (bit + count + 7) >> 3
+        shift = bit & 7
         value = int.from_bytes(self.data[first:last], "little")
         value &= ~((bits & ((1 << count) - 1)) << shift)
         self.data[first:last] = value.to_bytes(last - first, "little")
 
-    def count(self, start: int = 0, end: int | None = None) -> int:
-        """Number of set bits in ``[start, end)``."""
-        end = self.size if end is None else min(end, self.size)
+    def count(self, start: int | None = None, end: int | None = None) -> int:
+        """Number of set bits among pfns ``[start, end)`` (default: all)."""
+        start = self.start if start is None else max(start, self.start)
+        end = self.end if end is None else min(end, self.end)
         total = 0
         for chunk in range(start, end, _CHUNK_BITS):
             total += self.get_bits(chunk, min(_CHUNK_BITS, end - chunk)).bit_count()
         return total
 
-    def runs(self, start: int = 0, end: int | None = None) -> Iterator[tuple[int, int]]:
-        """Maximal runs ``[first, last)`` of set bits, in order."""
-        end = self.size if end is None else min(end, self.size)
+    def runs(self, start: int | None = None, end: int | None = None) -> Iterator[tuple[int, int]]:
+        """Maximal runs ``[first, last)`` of pfns whose bits are set, in order."""
+        start = self.start if start is None else max(start, self.start)
+        end = self.end if end is None else min(end, self.end)
         run_start: int | None = None
         for chunk in range(start, end, _CHUNK_BITS):
             width = min(_CHUNK_BITS, end - chunk)
@@ -95,6 +117,7 @@ class Bitmap:
             yield run_start, end
 
     def _fill(self, start: int, end: int, value: bool) -> None:
+        """Set or clear bits (not pfns) ``[start, end)``."""
         start, end = max(0, start), min(end, self.size)
         if start >= end:
             return
