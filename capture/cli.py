@@ -102,7 +102,29 @@ def _parser() -> argparse.ArgumentParser:
     rebuild.add_argument("input", metavar="INPUT", help="flattened dump, or - for stdin")
     rebuild.add_argument("output", metavar="OUTPUT", help="regular dump file to write")
     rebuild.set_defaults(command=_rebuild)
+    _add_check_config_parser(commands)
     return parser
+
+
+def _add_check_config_parser(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    check = commands.add_parser(
+        "check-config",
+        help="list every problem of a kdump.conf",
+        description="Check a kdump.conf as strictly as kdumpctl does at start, and check "
+        "that only root can change the hooks and extra_bins. Prints one FILE:LINE line "
+        "per problem; exit status 1 if there is any.",
+    )
+    check.add_argument(
+        "file", metavar="FILE", nargs="?", default="/etc/kdump.conf",
+        help="the file to check (default: /etc/kdump.conf)",
+    )  # fmt: skip
+    check.add_argument(
+        "--kdump-dir", metavar="DIR", default="/etc/kdump",
+        help="where the pre.d, post.d and emergency.d hooks are (default: /etc/kdump)",
+    )  # fmt: skip
+    check.set_defaults(command=_check_config)
 
 
 def _add_dump_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -132,8 +154,28 @@ def _add_dump_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
         "--num-threads", type=_thread_count, default=1, metavar="N",
         help="compress on N threads (a crash kernel usually has one CPU: keep 1 there)",
     )  # fmt: skip
+    cycles = dump.add_mutually_exclusive_group()
+    cycles.add_argument(
+        "--cyclic-buffer", type=_kilobytes, metavar="KB", dest="cyclic_buffer",
+        help="each bitmap's buffer in KiB; a larger machine is filtered in cycles "
+        "(default: 40%% of free memory for both, at most 32 MiB)",
+    )  # fmt: skip
+    cycles.add_argument(
+        "--non-cyclic", action="store_const", const=0, dest="cyclic_buffer",
+        help="hold both bitmaps whole, however large",
+    )
     dump.add_argument("--report", metavar="FILE", help="write the page counts as JSON")
     dump.set_defaults(command=_dump)
+
+
+def _kilobytes(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a size in KiB, at least 1")
+    return value
 
 
 def _thread_count(text: str) -> int:
@@ -145,6 +187,13 @@ def _thread_count(text: str) -> int:
     if not 0 <= count <= 64:
         raise argparse.ArgumentTypeError(f"{text!r}: give a number of threads from 0 to 64")
     return max(count, 1)
+
+
+def _bitmap_budget(cyclic_buffer: int | None) -> int | None:
+    """Both bitmaps' budget in bytes from --cyclic-buffer (0: --non-cyclic)."""
+    if cyclic_buffer is None:
+        return None
+    return sys.maxsize if cyclic_buffer == 0 else 2 * cyclic_buffer * 1024
 
 
 def _dump_level(text: str) -> DumpLevel:
@@ -191,6 +240,7 @@ def _dump(args: argparse.Namespace) -> int:
         elf=args.elf,
         flattened=args.flattened,
         threads=args.num_threads,
+        bitmap_budget=_bitmap_budget(args.cyclic_buffer),
     )
     progress = ProgressLine.factory(sys.stderr) if sys.stderr.isatty() else None
     report = dump_vmcore(args.vmcore, args.output, options, progress)
@@ -206,6 +256,21 @@ def _dump(args: argparse.Namespace) -> int:
     if report.outcome.incomplete:
         print(f"error: {args.output}: the dump is INCOMPLETE (out of space)", file=sys.stderr)
         return EXIT_INCOMPLETE
+    return EXIT_OK
+
+
+def _check_config(args: argparse.Namespace) -> int:
+    from capture.agent.checkconfig import check_config
+
+    problems = check_config(args.file, args.kdump_dir)
+    for problem in problems:
+        # A path in the file may hold bytes that are not UTF-8: show them, never fail on them.
+        print(str(problem).encode("utf-8", "surrogateescape").decode("utf-8", "replace"))
+    if problems:
+        count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
+        print(f"{args.file}: {count}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(f"{args.file}: no problems")
     return EXIT_OK
 
 
