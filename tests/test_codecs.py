@@ -24,6 +24,7 @@ import capture.dumpfile
 from capture.cli import main
 from capture.dumpfile import _lzo
 from capture.dumpfile.codecs import CODECS, codec_by_name
+from capture.dumpfile.workers import CompressorPool
 from capture.errors import UnsupportedError
 from tests.vmcore_builder import VmcoreBuilder
 
@@ -54,8 +55,20 @@ def _runs(pages: list[bytes]) -> list[bytes | memoryview]:
 @pytest.mark.parametrize("threads", [1, 2, 3])
 @pytest.mark.parametrize("name", sorted(CODECS))
 def test_each_page_is_stored_on_its_own(name: str, threads: int) -> None:
+    """On the caller's thread, or on workers with a compressor each."""
     pages = _pages()
-    pieces, sizes = codec_by_name(name).make(PAGE, threads)(_runs(pages))
+    codec = codec_by_name(name)
+    if threads == 1:
+        pieces, sizes = codec.make(PAGE)(_runs(pages))
+    else:
+        pool = CompressorPool(codec, PAGE, threads)
+        try:
+            futures = [pool.submit(_runs(pages)) for _ in range(2 * threads)]
+            results = [future.result() for future in futures]
+        finally:
+            pool.close()
+        assert all(result == results[0] for result in results)
+        pieces, sizes = results[0]
     data = b"".join(pieces)
     assert len(sizes) == len(pages)
     assert sum(sizes) == len(data)
@@ -76,7 +89,7 @@ def test_each_page_is_stored_on_its_own(name: str, threads: int) -> None:
 
 @pytest.mark.parametrize("name", sorted(CODECS))
 def test_an_empty_batch_stores_nothing(name: str) -> None:
-    pieces, sizes = codec_by_name(name).make(PAGE, 1)([])
+    pieces, sizes = codec_by_name(name).make(PAGE)([])
     assert (b"".join(pieces), sizes) == (b"", [])
 
 
@@ -108,7 +121,7 @@ def test_lzo_without_the_extension_says_how_to_get_it(
     monkeypatch.setitem(sys.modules, "capture.dumpfile._lzo", None)  # import now fails
     monkeypatch.delattr(capture.dumpfile, "_lzo")
     with pytest.raises(UnsupportedError, match="liblzo2-dev"):
-        codec_by_name("lzo").make(PAGE, 1)
+        codec_by_name("lzo").make(PAGE)
     # The command fails before it creates the output: no file that looks like a dump.
     VmcoreBuilder().write(tmp_path / "vmcore")
     output = tmp_path / "dump"

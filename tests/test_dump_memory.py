@@ -63,7 +63,7 @@ def test_descriptors_are_written_in_bounded_pieces(tmp_path: Path, level: int) -
         table = (layout.descriptors_offset, layout.data_offset)
         sink = _LargestWrites(str(tmp_path / "dump"), table)
         codec = codec_by_name("zlib")
-        write_kdump(vmcore, filtered, codec, codec.make(4096, 1), sink)
+        write_kdump(vmcore, filtered, codec, codec.make(4096), sink)
         sink.close()
     assert filtered.dumpable > 200_000  # a table of ~5 MB, if written at once
     assert filtered.stats.zero > 150_000

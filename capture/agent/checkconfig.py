@@ -93,7 +93,7 @@ class _Checker:
         from capture.errors import UnsupportedError
 
         try:
-            codec_by_name(codec).make(4096, 1)
+            codec_by_name(codec).make(4096)
         except UnsupportedError as error:
             self.add(origin, f"core_collector: {error}; or choose another codec flag")
 

@@ -11,15 +11,15 @@ LZO binding, zstd's batch call, or ``map``) instead of one Python-level call
 per page, which costs as much as LZO itself. A page whose compressed form
 would not be smaller is stored as it is, as makedumpfile does; its
 descriptor then has no codec flag. Every library here releases the GIL while
-it compresses, so with more than one thread (makedumpfile's --num-threads) a
-batch is cut into one share per thread and the shares are compressed at once.
+it compresses, so more threads (makedumpfile's --num-threads) compress
+batches at once: capture/dumpfile/workers.py.
 """
 
 from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Sequence
-from itertools import chain, repeat
+from itertools import repeat
 from typing import NamedTuple, cast
 
 from capture.errors import UnsupportedError
@@ -40,18 +40,19 @@ class Codec(NamedTuple):
     name: str
     flag: int
     """DUMP_DH_COMPRESSED_* bit: 0 means stored raw."""
-    make: Callable[[int, int], StorePages]
-    """A fresh compressor for pages of that size using that many threads."""
+    make: Callable[[int], StorePages]
+    """A fresh compressor for pages of that size, for one thread at a time
+    (a zstd context must not be shared)."""
 
 
-def _zlib(page_size: int, threads: int) -> StorePages:
+def _zlib(page_size: int) -> StorePages:
     # Level 1, as makedumpfile's Z_BEST_SPEED; zlib.compress keeps the wrapper.
     compress = zlib.compress
     each: _CompressEach = lambda pages: list(map(compress, pages, repeat(1)))  # noqa: E731
-    return _on_threads(_store_each(each, page_size), page_size, threads)
+    return _store_each(each, page_size)
 
 
-def _zstd(page_size: int, threads: int) -> StorePages:
+def _zstd(page_size: int) -> StorePages:
     """One zstd frame per page, all pages of a batch in one C call.
 
     The frames are the ones ``ZstdCompressor.compress`` makes (same
@@ -65,16 +66,14 @@ def _zstd(page_size: int, threads: int) -> StorePages:
         if not pages:
             return []  # zstandard refuses an empty list
         # The stub wants list[bytes | bytearray | memoryview]; list is invariant.
-        # threads=0 compresses on the calling thread; zstd runs its own pool otherwise.
-        frames = compressor.multi_compress_to_buffer(
-            cast("list[Buffer]", pages), threads=threads if threads > 1 else 0
-        )
+        # threads=0: on the calling thread, the GIL released.
+        frames = compressor.multi_compress_to_buffer(cast("list[Buffer]", pages), threads=0)
         return [frames[index].tobytes() for index in range(len(frames))]
 
     return _store_each(each, page_size)
 
 
-def _lzo(page_size: int, threads: int) -> StorePages:
+def _lzo(page_size: int) -> StorePages:
     try:
         from capture.dumpfile import _lzo
     except ImportError:
@@ -88,10 +87,10 @@ def _lzo(page_size: int, threads: int) -> StorePages:
         data, sizes = compress_pages(runs, page_size)
         return [data], sizes
 
-    return _on_threads(store, page_size, threads)
+    return store
 
 
-def _snappy(page_size: int, threads: int) -> StorePages:
+def _snappy(page_size: int) -> StorePages:
     try:
         import cramjam
     except ImportError:
@@ -99,10 +98,10 @@ def _snappy(page_size: int, threads: int) -> StorePages:
     # The raw snappy format, not the framed one: readers call snappy_uncompress.
     compress = cramjam.snappy.compress_raw
     each: _CompressEach = lambda pages: list(map(bytes, map(compress, pages)))  # noqa: E731
-    return _on_threads(_store_each(each, page_size), page_size, threads)
+    return _store_each(each, page_size)
 
 
-def _none(page_size: int, threads: int) -> StorePages:
+def _none(page_size: int) -> StorePages:
     # bytes() copies a memoryview, so a page kept does not pin the whole read it came from.
     return lambda runs: (list(map(bytes, runs)), [page_size] * (sum(map(len, runs)) // page_size))
 
@@ -126,42 +125,6 @@ def _store_each(compress: _CompressEach, page_size: int) -> StorePages:
         return packed, sizes
 
     return store
-
-
-def _on_threads(store: StorePages, page_size: int, threads: int) -> StorePages:
-    """``store``, with each batch cut into one share of whole pages per thread."""
-    if threads <= 1:
-        return store
-    from concurrent.futures import ThreadPoolExecutor  # only --num-threads pays its import
-
-    pool = ThreadPoolExecutor(threads, thread_name_prefix="compress")
-
-    def store_on_threads(runs: Sequence[Buffer]) -> tuple[list[bytes], list[int]]:
-        parts = list(pool.map(store, _shares(runs, page_size, threads)))
-        pieces = list(chain.from_iterable(pieces for pieces, _ in parts))
-        return pieces, list(chain.from_iterable(sizes for _, sizes in parts))
-
-    return store_on_threads
-
-
-def _shares(runs: Sequence[Buffer], page_size: int, count: int) -> list[list[Buffer]]:
-    """``runs`` cut into at most ``count`` lists of about as many pages."""
-    share = -(-sum(map(len, runs)) // page_size // count) * page_size
-    shares: list[list[Buffer]] = []
-    current: list[Buffer] = []
-    room = share
-    for buffer in runs:
-        run = memoryview(buffer)
-        while run:
-            if not room:
-                shares.append(current)
-                current, room = [], share
-            piece, run = run[:room], run[room:]
-            current.append(piece)
-            room -= len(piece)
-    if current:
-        shares.append(current)
-    return shares
 
 
 CODECS: dict[str, Codec] = {

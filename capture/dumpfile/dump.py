@@ -82,7 +82,7 @@ def dump_vmcore(
     codec = codec_by_name("none" if options.elf else options.codec)
     with Vmcore(vmcore_path) as vmcore:
         # Before the output exists: a codec this install lacks leaves no file behind.
-        store = codec.make(vmcore.page_size, options.threads)
+        store = codec.make(vmcore.page_size)
         budget = options.bitmap_budget
         if options.elf:
             budget = None  # its program headers need every segment's runs first
@@ -97,7 +97,9 @@ def dump_vmcore(
 
                 outcome = write_elf(vmcore, filtered.whole(), sink, callback)
             else:
-                outcome = write_kdump(vmcore, filtered, codec, store, sink, callback)
+                outcome = write_kdump(
+                    vmcore, filtered, codec, store, sink, callback, options.threads
+                )
         except BaseException:
             closer(False)
             raise

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import Iterable, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from itertools import accumulate, chain, groupby, islice, repeat
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from capture.dumpfile.codecs import Buffer, Codec, StorePages
 from capture.dumpfile.outcome import DumpOutcome, Progress
@@ -22,6 +24,9 @@ from capture.errors import CaptureError
 from capture.filter import Bitmap, DumpLevel, FilteredPages, FilterResult
 from capture.vmcore import Vmcore
 from capture.vmcore.notes import find_vmcoreinfo
+
+if TYPE_CHECKING:
+    from capture.dumpfile.workers import CompressorPool
 
 __all__ = ("KdumpLayout", "write_kdump")
 
@@ -122,9 +127,11 @@ def write_kdump(
     store: StorePages,
     sink: Sink,
     progress: Progress | None = None,
+    threads: int = 1,
 ) -> DumpOutcome:
     """Write ``vmcore``'s dumpable pages to ``sink`` in kdump-compressed format,
-    each page stored by ``store``, a compressor ``codec`` made.
+    each page stored by ``store``, a compressor ``codec`` made (or, with more
+    than one of ``threads``, by compressors of its own on worker threads).
 
     Cycle by cycle, the pages then that cycle's part of both bitmaps are
     written, so only one cycle's bitmaps are ever held. ``filtered.stats.zero``
@@ -147,7 +154,32 @@ def write_kdump(
         sink.reserve(0, layout.data_offset)
         sink.write_at(0, header.pack(incomplete=True))
     sink.write_at(page_size, header.sub_header() + vmcore.core.notes)
-    pages = _PageStream(vmcore, filtered, store, codec.flag, layout, sink, outcome, progress)
+    pool = None
+    if threads > 1:
+        from capture.dumpfile.workers import CompressorPool  # threads only: imports cost
+
+        pool = CompressorPool(codec, page_size, threads)
+    pages = _PageStream(vmcore, filtered, store, pool, codec.flag, layout, sink, outcome, progress)
+    try:
+        _write_cycles(pages, filtered, sink, layout, outcome)
+    finally:
+        if pool is not None:
+            pool.close()
+    _pad_bitmaps(sink, layout)
+    sink.write_at(0, header.pack(incomplete=outcome.incomplete))
+    outcome.bytes_written = pages.end_offset
+    return outcome
+
+
+def _write_cycles(
+    pages: _PageStream,
+    filtered: FilteredPages,
+    sink: Sink,
+    layout: KdumpLayout,
+    outcome: DumpOutcome,
+) -> None:
+    """Each cycle's pages, then its part of the bitmaps; after a full disk,
+    only the bitmaps (their space is reserved), so what was written reads."""
     for cycle in filtered.cycles():
         if not outcome.incomplete:
             try:
@@ -162,10 +194,6 @@ def write_kdump(
         except NoSpaceError as error:
             log.error("%s; the dump is incomplete", error)
             outcome.incomplete = True
-    _pad_bitmaps(sink, layout)
-    sink.write_at(0, header.pack(incomplete=outcome.incomplete))
-    outcome.bytes_written = pages.end_offset
-    return outcome
 
 
 def _write_bitmaps(sink: Sink, layout: KdumpLayout, cycle: FilterResult) -> None:
@@ -229,13 +257,20 @@ def _crashtime(vmcore: Vmcore) -> int:
 
 
 class _PageStream:
-    """Reads dumpable pages, compresses them, writes data then descriptors."""
+    """Reads dumpable pages, compresses them, writes data then descriptors.
+
+    With worker threads, a batch is compressed while the next ones are read:
+    what is done with its result (offsets, descriptors, data; a run of zero
+    pages likewise) waits in a queue and is done in submission order, so the
+    file does not depend on the threads.
+    """
 
     def __init__(
         self,
         vmcore: Vmcore,
         filtered: FilteredPages,
         store: StorePages,
+        pool: CompressorPool | None,
         flag: int,
         layout: KdumpLayout,
         sink: Sink,
@@ -244,7 +279,9 @@ class _PageStream:
     ) -> None:
         self._vmcore, self._stats, self._layout = vmcore, filtered.stats, layout
         self._sink, self._outcome, self._progress = sink, outcome, progress
-        self._store, self._flag = store, flag
+        self._store, self._pool, self._flag = store, pool, flag
+        self._queued: deque[Callable[[], None]] = deque()
+        self._queue_depth = 2 * self._pool.threads if self._pool else 0
         self._page_size = vmcore.page_size
         self._zero = bytes(self._page_size)
         self._pending: list[bytes] = []
@@ -272,7 +309,15 @@ class _PageStream:
     def finish(self) -> None:
         """Write what is still queued or buffered."""
         self._write_pending()
+        while self._queued:
+            self._queued.popleft()()
         self._flush()
+
+    def _then(self, step: Callable[[], None]) -> None:
+        """Do ``step`` after every step queued before it; at once without threads."""
+        self._queued.append(step)
+        while len(self._queued) > self._queue_depth:
+            self._queued.popleft()()
 
     def _read_pages(self, first: int, end: int, bitmap2: Bitmap) -> None:
         """Queue pfns ``[first, end)``: short runs (a busy machine's -d 31 is
@@ -286,8 +331,7 @@ class _PageStream:
             return
         if chunk == self._zero_chunk:  # whole runs of zeros are common (free, unused RAM)
             self._write_pending()
-            self._write_zero_pages(end - first)
-            self._after_pages(end - first)
+            self._then(partial(self._write_zero_pages, end - first))
             return
         self._queue(chunk, end - first)
 
@@ -321,7 +365,17 @@ class _PageStream:
         if is_zero is not None:
             runs = _without_zero_pages(pending, is_zero, self._page_size)
             self._stats.zero += is_zero.count(True)
-        pieces, sizes = self._store(runs)
+        if self._pool is None:
+            self._write_stored(self._store(runs), is_zero, count)
+        else:
+            stored = self._pool.submit(runs)
+            self._then(lambda: self._write_stored(stored.result(), is_zero, count))
+
+    def _write_stored(
+        self, stored: tuple[list[bytes], list[int]], is_zero: list[bool] | None, count: int
+    ) -> None:
+        """Place ``count`` stored pages after the data so far, and describe them."""
+        pieces, sizes = stored
         offsets = list(accumulate(sizes, initial=self.end_offset))
         end = offsets.pop()
         descriptors: Iterable[bytes] = map(
@@ -347,6 +401,7 @@ class _PageStream:
         if self._layout.zero_page:
             self._descriptors.extend([self._zero_descriptor] * count)
             self._stats.zero += count
+            self._after_pages(count)
             return
         stored, flag = self._stored_zero
         size, offset = len(stored), self.end_offset
@@ -357,6 +412,7 @@ class _PageStream:
         self._data.append(stored * count)
         self._data_size += size * count
         self.end_offset += size * count
+        self._after_pages(count)
 
     def _append_data(self, data: bytes) -> None:
         self._data.append(data)
