@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
@@ -103,7 +104,40 @@ def _parser() -> argparse.ArgumentParser:
     rebuild.add_argument("output", metavar="OUTPUT", help="regular dump file to write")
     rebuild.set_defaults(command=_rebuild)
     _add_check_config_parser(commands)
+    _add_run_parser(commands)
     return parser
+
+
+def _add_run_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = commands.add_parser(
+        "run",
+        help="capture: what the capture kernel runs",
+        description="Save the crashed kernel's log and dump to the target kdump.conf "
+        "names, run the hooks, then the final or failure action. Exit status 0: the "
+        "dump was saved whole; 3: only part of it (the log, an incomplete or "
+        "stepped-down dump); 1: nothing.",
+    )
+    run.add_argument("--config", metavar="FILE", default="/etc/kdump.conf",
+                     help="kdump.conf to follow (default: /etc/kdump.conf)")  # fmt: skip
+    run.add_argument("--vmcore", metavar="FILE", default="/proc/vmcore",
+                     help="the vmcore to capture (default: /proc/vmcore)")  # fmt: skip
+    run.add_argument("--sysroot", metavar="DIR", default="/sysroot",
+                     help="where the root filesystem is mounted (default: /sysroot)")  # fmt: skip
+    run.add_argument(
+        "--mount-root",
+        metavar="DIR",
+        default="/kdumproot",
+        help="where to mount a target that is not mounted (default: /kdumproot)",
+    )
+    run.add_argument(
+        "--kdump-dir",
+        metavar="DIR",
+        default="/etc/kdump",
+        help="where pre.d, post.d and emergency.d are (default: /etc/kdump)",
+    )
+    run.add_argument("--no-action", action="store_true",
+                     help="do everything but the final or failure action; print it")  # fmt: skip
+    run.set_defaults(command=_run)
 
 
 def _add_check_config_parser(
@@ -161,7 +195,10 @@ def _add_dump_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
         "(default: 40%% of free memory for both, at most 32 MiB)",
     )  # fmt: skip
     cycles.add_argument(
-        "--non-cyclic", action="store_const", const=0, dest="cyclic_buffer",
+        "--non-cyclic",
+        action="store_const",
+        const=0,
+        dest="cyclic_buffer",
         help="hold both bitmaps whole, however large",
     )
     dump.add_argument("--report", metavar="FILE", help="write the page counts as JSON")
@@ -257,6 +294,34 @@ def _dump(args: argparse.Namespace) -> int:
         print(f"error: {args.output}: the dump is INCOMPLETE (out of space)", file=sys.stderr)
         return EXIT_INCOMPLETE
     return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    from capture.agent.actions import RecordingActions, SystemActions
+    from capture.agent.config import load_config
+    from capture.agent.run import RunEnvironment, run_capture
+
+    logging.getLogger("capture").setLevel(min(args.log_level, logging.INFO))  # a line a step
+    actions = RecordingActions(newroot=args.sysroot) if args.no_action else SystemActions()
+    env = RunEnvironment(
+        actions=actions,
+        vmcore=args.vmcore,
+        sysroot=args.sysroot,
+        mount_root=args.mount_root,
+        kdump_dir=args.kdump_dir,
+        cmdline=_read_text("/proc/cmdline"),
+        cpus=len(os.sched_getaffinity(0)),
+        console=sys.stderr if sys.stderr.isatty() else None,
+    )
+    return run_capture(load_config(args.config), env).status
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path) as file:
+            return file.read()
+    except OSError:
+        return ""
 
 
 def _check_config(args: argparse.Namespace) -> int:

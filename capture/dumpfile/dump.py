@@ -6,6 +6,7 @@ line and the capture agent both call :func:`dump_vmcore`.
 
 from __future__ import annotations
 
+import copy
 import sys
 import time
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from capture.dumpfile.sink import FileSink, FlattenedSink, Sink
 from capture.filter import DumpLevel, FilteredPages, FilterStats, default_bitmap_budget
 from capture.vmcore import Vmcore
 
-__all__ = ("DumpOptions", "DumpReport", "dump_vmcore")
+__all__ = ("DumpOptions", "DumpPlan", "DumpReport", "dump_vmcore")
 
 _STREAM_BUFFER = 1 << 20
 
@@ -78,43 +79,67 @@ def dump_vmcore(
 
     :raises CaptureError: if the vmcore cannot be read at all.
     """
-    started = time.monotonic()
-    codec = codec_by_name("none" if options.elf else options.codec)
     with Vmcore(vmcore_path) as vmcore:
         # Before the output exists: a codec this install lacks leaves no file behind.
-        store = codec.make(vmcore.page_size)
+        plan = DumpPlan(vmcore, options)
+        sink, closer = _open_sink(output, options.flattened)
+        try:
+            report = plan.write(sink, progress)
+        except BaseException:
+            closer(False)
+            raise
+        closer(True)
+    return report
+
+
+class DumpPlan:
+    """A vmcore filtered and a compressor made, before any byte is written:
+    how many pages the dump holds is known, so a caller can check the space
+    first (the capture agent does)."""
+
+    def __init__(self, vmcore: Vmcore, options: DumpOptions) -> None:
+        self.started = time.monotonic()
+        self.vmcore, self.options = vmcore, options
+        self.codec = codec_by_name("none" if options.elf else options.codec)
+        self.store = self.codec.make(vmcore.page_size)
         budget = options.bitmap_budget
         if options.elf:
             budget = None  # its program headers need every segment's runs first
         elif budget is None:
             budget = default_bitmap_budget()
-        filtered = FilteredPages(vmcore, options.level, budget)
-        callback = progress(filtered.dumpable) if progress else None
-        sink, closer = _open_sink(output, options.flattened)
-        try:
-            if options.elf:
-                from capture.dumpfile.elf import write_elf  # only -E needs it: imports cost
+        self.filtered = FilteredPages(vmcore, options.level, budget)
 
-                outcome = write_elf(vmcore, filtered.whole(), sink, callback)
-            else:
-                outcome = write_kdump(
-                    vmcore, filtered, codec, store, sink, callback, options.threads
-                )
-        except BaseException:
-            closer(False)
-            raise
-        closer(True)
-    problems = list(filtered.problems)
-    if outcome.unreadable:
-        problems.append(f"{outcome.unreadable} pages are not in the vmcore (truncated?)")
-    return DumpReport(
-        options=options,
-        stats=filtered.stats,
-        outcome=outcome,
-        seconds=time.monotonic() - started,
-        max_pfn=filtered.max_pfn,
-        problems=problems,
-    )
+    def with_codec(self, name: str) -> DumpPlan:
+        """The same filtered pages, stored by another codec (not for ELF)."""
+        other = copy.copy(self)
+        other.options = self.options._replace(codec=name)
+        other.codec = codec_by_name(name)
+        other.store = other.codec.make(self.vmcore.page_size)
+        return other
+
+    def write(self, sink: Sink, progress: ProgressFactory | None = None) -> DumpReport:
+        """Write the dump to ``sink``; once only (the counts are updated)."""
+        vmcore, options, filtered = self.vmcore, self.options, self.filtered
+        callback = progress(filtered.dumpable) if progress else None
+        if options.elf:
+            from capture.dumpfile.elf import write_elf  # only -E needs it: imports cost
+
+            outcome = write_elf(vmcore, filtered.whole(), sink, callback)
+        else:
+            outcome = write_kdump(
+                vmcore, filtered, self.codec, self.store, sink, callback, options.threads
+            )
+        problems = list(filtered.problems)
+        if outcome.unreadable:
+            problems.append(f"{outcome.unreadable} pages are not in the vmcore (truncated?)")
+        return DumpReport(
+            options=options,
+            stats=filtered.stats,
+            outcome=outcome,
+            seconds=time.monotonic() - self.started,
+            max_pfn=filtered.max_pfn,
+            problems=problems,
+        )
 
 
 def _open_sink(output: str, flattened: bool) -> tuple[Sink, Callable[[bool], None]]:

@@ -1,0 +1,114 @@
+"""manifest.json: what a capture saved, written first and completed last.
+
+Written when the dump directory is made (``status`` ``failed`` until the run
+says otherwise, so a run that dies leaves a true record) and rewritten after
+each step, so a reader always finds what happened so far: the crashed
+kernel, the panic line, the dump's level, format and codec, the target, each
+file with its size and sha256, each step with its time, and the action.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from capture import __version__
+
+__all__ = ("Manifest", "Sha256Sink")
+
+MANIFEST = "manifest.json"
+COMPLETE, INCOMPLETE, FAILED = "complete", "incomplete", "failed"
+
+
+class Manifest:
+    """The manifest of one capture, saved by ``save`` (the dump directory's
+    ``write_file``) whenever it changes, once there is a directory."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
+        self._save: Callable[[bytes], None] | None = None
+        self.data: dict[str, Any] = {
+            "kdump_capture": __version__,
+            "status": FAILED,
+            "started": _iso(clock()),
+            "kernel": None,
+            "crash_time": None,
+            "panic": None,
+            "dump_level": None,
+            "format": None,
+            "codec": None,
+            "target": None,
+            "files": {},
+            "steps": [],
+            "notes": [],
+            "action": None,
+        }
+
+    def attach(self, save: Callable[[bytes], None]) -> None:
+        """Save to ``save`` from now on, starting now."""
+        self._save = save
+        self.save()
+
+    def update(self, **fields: Any) -> None:
+        self.data.update(fields)
+        self.save()
+
+    def note(self, text: str) -> None:
+        """A decision the run took that a reader must know (a step-down, a skip)."""
+        self.data["notes"].append(text)
+        self.save()
+
+    def file(self, name: str, status: str, size: int, sha256: str | None) -> None:
+        self.data["files"][name] = {"status": status, "bytes": size, "sha256": sha256}
+        self.save()
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[dict[str, Any]]:
+        """Time a step; its record says ``ok``, or ``failed`` with the error."""
+        record: dict[str, Any] = {"name": name, "started": _iso(self._clock()), "status": "ok"}
+        started = time.monotonic()
+        try:
+            yield record
+        except BaseException as error:
+            record["status"] = "failed"
+            record["error"] = str(error) or type(error).__name__
+            raise
+        finally:
+            record["seconds"] = round(time.monotonic() - started, 3)
+            self.data["steps"].append(record)
+            self.save()
+
+    def save(self) -> None:
+        if self._save is not None:
+            self._save(json.dumps(self.data, indent=2).encode() + b"\n")
+
+
+class Sha256Sink:
+    """Hashes bytes as they stream by (for files written front to back)."""
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def update(self, data: bytes) -> None:
+        self._hash.update(data)
+        self.size += len(data)
+
+    def hexdigest(self) -> str:
+        return self._hash.hexdigest()
+
+
+def sha256_of(read: Callable[[int], bytes]) -> tuple[int, str]:
+    """Size and sha256 of what ``read`` returns until it returns nothing."""
+    digest = Sha256Sink()
+    while chunk := read(1 << 20):
+        digest.update(chunk)
+    return digest.size, digest.hexdigest()
+
+
+def _iso(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(seconds))

@@ -1,0 +1,115 @@
+"""Where a capture writes: the interface every target implements.
+
+A target is what the capture run writes into, never how: it makes the dump
+directory (``<path>/<ip>-<date>/``), creates files there, syncs and renames
+them, reports free space, and lists and removes old dumps. The run knows
+nothing of mounts, SFTP or block devices; a new kind of target is one new
+module here with a class that satisfies :class:`Target`.
+
+Every file is created 0600 and every directory 0700 (the run's umask is 077
+from its start): a vmcore holds every secret the machine had in memory.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple, Protocol
+
+from capture.dumpfile.sink import Sink
+from capture.errors import CaptureError
+
+__all__ = ("DumpDir", "DumpEntry", "DumpFile", "Target", "TargetError", "Waiting")
+
+
+class TargetError(CaptureError):
+    """The target cannot be reached or written (the message says which and why)."""
+
+
+class DumpFile(Sink, Protocol):
+    """A file of the dump directory being written: positional writes (a
+    stream's are records of the flattened format), then sync and close."""
+
+    def sync(self) -> None:
+        """Make what was written durable (fsync, or the server's ack)."""
+        ...
+
+
+class DumpDir(Protocol):
+    """One dump directory on a target."""
+
+    where: str
+    """Where it is, for people: ``/var/crash/127.0.0.1-2026-12-01-20:10:00``."""
+
+    def create(self, name: str) -> DumpFile:
+        """A new file ``name`` (0600); a seekable one when the target is."""
+        ...
+
+    def write_file(self, name: str, data: bytes) -> None:
+        """Write a small file whole and make it durable (replacing any)."""
+        ...
+
+    def publish(self, temporary: str, final: str) -> None:
+        """Rename ``temporary`` to ``final`` durably (the directory synced):
+        only a whole file ever gets its final name."""
+        ...
+
+    def read_back(self, name: str) -> Callable[[int], bytes] | None:
+        """A reader of ``name``'s bytes in order (for checksums), or None
+        when the target cannot read back."""
+        ...
+
+
+class DumpEntry(NamedTuple):
+    """A dump directory already on the target."""
+
+    name: str
+    mtime: float
+    """Seconds since the epoch."""
+
+
+Waiting = Callable[[float], bool]
+"""Called between tries with the seconds to wait: False means the run's time is up."""
+
+
+class Target(Protocol):
+    """A place dumps go."""
+
+    kind: str
+    """``local``, ``raw``, ``ssh``, ``nfs``: for the manifest and the hooks."""
+    where: str
+    """The target as the user knows it (``LABEL=kdump``, ``raw /dev/vdb``)."""
+    seekable: bool
+    """Whether files here take positional writes (else: the flattened format)."""
+    keeps_files: bool
+    """Whether files besides the dump (the log, the manifest) can be kept."""
+
+    def open(self, wait: Waiting) -> None:
+        """Make the target writable (wait for the device, mount, remount
+        read-write, connect), trying again while ``wait`` allows.
+
+        :raises TargetError: when it cannot be.
+        """
+        ...
+
+    def make_dump_dir(self, name: str) -> DumpDir:
+        """Create ``<path>/<name>/`` (0700) and return it.
+
+        :raises TargetError: when it cannot be created.
+        """
+        ...
+
+    def free_bytes(self) -> int | None:
+        """Space left for a dump, or None when unknown."""
+        ...
+
+    def dumps(self) -> list[DumpEntry]:
+        """The dump directories under ``path``, oldest first."""
+        ...
+
+    def remove_dump(self, name: str) -> None:
+        """Delete the dump directory ``name`` and everything in it."""
+        ...
+
+    def close(self) -> None:
+        """Undo what :meth:`open` did that must be undone (unmount)."""
+        ...

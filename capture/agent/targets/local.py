@@ -1,0 +1,259 @@
+"""Local filesystem targets: the root filesystem, or a device kdump.conf names.
+
+No target line means the root filesystem: ``path`` under the sysroot, where
+the initramfs mounted it (``/sysroot``). ``ext4 LABEL=kdump`` and the like
+name a filesystem on a device (a node, ``LABEL=``, ``UUID=``; a virtiofs
+tag): used where it is already mounted, else mounted at ``/kdumproot``
+(``dracut_args --mount``: where that says), as Fedora's initramfs does. A
+device still being probed is waited for; a read-only mount is remounted
+read-write.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+
+from capture.agent.config import DeviceBy, FilesystemTarget
+from capture.agent.targets import DumpEntry, TargetError, Waiting
+from capture.dumpfile.sink import FileSink
+
+__all__ = ("LocalDumpDir", "LocalTarget", "find_device", "mount_of")
+
+log = logging.getLogger("capture")
+
+DEFAULT_MOUNT_ROOT = "/kdumproot"
+_BY_TAG = {DeviceBy.LABEL: "/dev/disk/by-label", DeviceBy.UUID: "/dev/disk/by-uuid"}
+_RETRY_SECONDS = 0.5
+_READ_BACK_BYTES = 1 << 20
+_MOUNT_SECONDS = 60
+
+
+class LocalDumpFile(FileSink):
+    """A dump directory's file: a regular file taking positional writes."""
+
+    def sync(self) -> None:
+        os.fsync(self._fd)
+
+
+class LocalDumpDir:
+    """``<mount>/<path>/<name>/`` on a local filesystem."""
+
+    def __init__(self, path: str) -> None:
+        self.where = path
+        self._path = path
+
+    def create(self, name: str) -> LocalDumpFile:
+        return LocalDumpFile(os.path.join(self._path, name))
+
+    def write_file(self, name: str, data: bytes) -> None:
+        path = os.path.join(self._path, name)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def publish(self, temporary: str, final: str) -> None:
+        os.rename(os.path.join(self._path, temporary), os.path.join(self._path, final))
+        _sync_directory(self._path)
+
+    def read_back(self, name: str) -> Callable[[int], bytes] | None:
+        file = open(os.path.join(self._path, name), "rb")  # noqa: SIM115 - closed at its end
+
+        def read(size: int) -> bytes:
+            data = file.read(min(size, _READ_BACK_BYTES))
+            if not data:
+                file.close()
+            return data
+
+        return read
+
+
+class LocalTarget:
+    """A local filesystem: the root one (``target`` None) or a device's."""
+
+    kind = "local"
+    seekable = True
+    keeps_files = True
+
+    def __init__(
+        self,
+        target: FilesystemTarget | None,
+        path: str,
+        sysroot: str = "/sysroot",
+        mount_root: str = DEFAULT_MOUNT_ROOT,
+    ) -> None:
+        self._target, self._path = target, path
+        self._sysroot, self._mount_root = sysroot, mount_root
+        self.where = f"{target} at {path}" if target else f"root filesystem: {path}"
+        self.mount_point: str | None = None
+        self._mounted_here = False
+
+    def open(self, wait: Waiting) -> None:
+        if self._target is None:
+            self.mount_point = self._sysroot
+        else:
+            self.mount_point = self._mount(self._target, wait)
+        _ensure_writable(self.mount_point)
+        root = self.dump_root
+        try:
+            os.makedirs(root, mode=0o700, exist_ok=True)
+        except OSError as error:
+            raise TargetError(f"{root}: cannot create it: {error.strerror}") from None
+
+    @property
+    def dump_root(self) -> str:
+        """``<mount>/<path>``: where the dump directories are."""
+        if self.mount_point is None:
+            raise TargetError("the target is not open")
+        return os.path.join(self.mount_point, self._path.lstrip("/"))
+
+    def make_dump_dir(self, name: str) -> LocalDumpDir:
+        path = os.path.join(self.dump_root, name)
+        try:
+            os.makedirs(path, mode=0o700, exist_ok=True)
+        except OSError as error:
+            raise TargetError(f"{path}: cannot create it: {error.strerror}") from None
+        return LocalDumpDir(path)
+
+    def free_bytes(self) -> int | None:
+        try:
+            stat = os.statvfs(self.dump_root)
+        except OSError:
+            return None
+        return stat.f_bavail * stat.f_frsize
+
+    def dumps(self) -> list[DumpEntry]:
+        entries = []
+        try:
+            with os.scandir(self.dump_root) as found:
+                for entry in found:
+                    if entry.is_dir(follow_symlinks=False) and _looks_like_dump(entry.path):
+                        entries.append(DumpEntry(entry.name, entry.stat().st_mtime))
+        except OSError:
+            return []
+        return sorted(entries, key=lambda entry: (entry.mtime, entry.name))
+
+    def remove_dump(self, name: str) -> None:
+        shutil.rmtree(os.path.join(self.dump_root, name))
+
+    def close(self) -> None:
+        if self._mounted_here and self.mount_point:
+            os.sync()
+            subprocess.run(["umount", self.mount_point], check=False, capture_output=True)
+            self._mounted_here = False
+
+    def _mount(self, target: FilesystemTarget, wait: Waiting) -> str:
+        device = find_device(target, wait)
+        mounted = mount_of(device)
+        if mounted is not None:
+            log.info("%s is mounted at %s", target.device, mounted)
+            return mounted
+        point = target.mount_point or self._mount_root
+        os.makedirs(point, mode=0o700, exist_ok=True)
+        command = ["mount", "-t", target.fstype, "-o", target.mount_options, device, point]
+        try:
+            subprocess.run(command, check=True, capture_output=True, text=True,
+                           timeout=_MOUNT_SECONDS)  # fmt: skip
+        except subprocess.CalledProcessError as error:
+            raise TargetError(
+                f"mount {device} on {point} failed: {error.stderr.strip() or error.returncode}"
+            ) from None
+        except (OSError, subprocess.TimeoutExpired) as error:
+            raise TargetError(f"mount {device} on {point} failed: {error}") from None
+        self._mounted_here = True
+        log.info("mounted %s (%s) at %s", target.device, device, point)
+        return point
+
+
+def find_device(target: FilesystemTarget, wait: Waiting) -> str:
+    """The device node (or virtiofs tag) of ``target``, waited for.
+
+    :raises TargetError: when it did not appear while ``wait`` allowed.
+    """
+    spec = target.device
+    if spec.by is DeviceBy.TAG:
+        return spec.name
+    while True:
+        node = _resolve(spec.by, spec.name)
+        if node is not None:
+            return node
+        if not wait(_RETRY_SECONDS):
+            raise TargetError(
+                f"{spec}: no such device appeared; check the name with blkid, "
+                "and that the capture kernel has its disk driver (extra_modules)"
+            )
+
+
+def _resolve(by: DeviceBy, name: str) -> str | None:
+    if by in _BY_TAG:
+        link = os.path.join(_BY_TAG[by], name)
+        if os.path.exists(link):
+            return os.path.realpath(link)
+        token = f"{by.value}={name}"
+        found = subprocess.run(["blkid", "-o", "device", "-t", token],
+                               capture_output=True, text=True, check=False)  # fmt: skip
+        nodes = found.stdout.split()
+        return nodes[0] if found.returncode == 0 and nodes else None
+    return name if os.path.exists(name) else None
+
+
+def mount_of(device: str) -> str | None:
+    """Where ``device`` is mounted now, if it is (matched by device number)."""
+    try:
+        wanted = os.stat(device).st_rdev
+    except OSError:
+        return None
+    try:
+        with open("/proc/self/mountinfo") as mounts:
+            for line in mounts:
+                fields = line.split()
+                major, minor = fields[2].split(":")
+                if os.makedev(int(major), int(minor)) == wanted and fields[3] == "/":
+                    return fields[4].replace("\\040", " ")
+    except OSError:
+        return None
+    return None
+
+
+def _ensure_writable(mount_point: str) -> None:
+    """Remount read-write a filesystem mounted read-only (the initramfs may)."""
+    try:
+        read_only = os.statvfs(mount_point).f_flag & os.ST_RDONLY
+    except OSError as error:
+        raise TargetError(f"{mount_point}: {error.strerror}") from None
+    if not read_only:
+        return
+    log.info("%s is read-only: remounting it read-write", mount_point)
+    done = subprocess.run(["mount", "-o", "remount,rw", mount_point],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+    if done.returncode != 0:
+        raise TargetError(f"{mount_point} is read-only and remount failed: {done.stderr.strip()}")
+
+
+def _looks_like_dump(path: str) -> bool:
+    """A dump directory holds a vmcore or its log, whole or not."""
+    try:
+        names = set(os.listdir(path))
+    except OSError:
+        return False
+    return bool(names & {"vmcore", "vmcore-incomplete", "vmcore-dmesg.txt", "vmcore.flat"})
+
+
+def _sync_directory(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    except OSError as error:
+        if error.errno != errno.EINVAL:  # a filesystem that cannot sync directories
+            raise
+    finally:
+        os.close(fd)
