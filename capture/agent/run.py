@@ -93,6 +93,9 @@ def run_capture(config: Config, env: RunEnvironment) -> RunResult:
     run = _Run(config, env)
     try:
         run.capture()
+    except CaptureError as error:  # the vmcore, the target: said in one line
+        log.error("%s", error)
+        run.manifest.note(str(error))
     except Exception as error:  # a bug of ours must not skip the action
         log.exception("kdump-capture failed: %s", error)
         run.manifest.note(f"kdump-capture failed inside itself: {error}")
@@ -194,11 +197,13 @@ class _Run:
         self._record_file(DMESG)
 
     def _crash_loop(self) -> bool:
-        assert self.target is not None
-        recent = crash_loop(self.target.dumps(), self.env.clock(), self.config.crash_loop.value)
-        if recent is None or recent <= 1:  # the dump directory just made is one of them
+        assert self.target is not None and self.dump_dir is not None
+        current = os.path.basename(self.dump_dir.where)
+        earlier = [entry for entry in self.target.dumps() if entry.name != current]
+        recent = crash_loop(earlier, self.env.clock(), self.config.crash_loop.value)
+        if recent is None:
             return False
-        why = (f"{recent - 1} dumps on the target are from the last hour: a crash loop, "
+        why = (f"{recent} dumps on the target are from the last hour: a crash loop, "
                "so only the log is saved (kdump_capture_crash_loop)")  # fmt: skip
         log.warning("%s", why)
         self.manifest.note(why)
@@ -329,6 +334,9 @@ class _Run:
             status = self._dump_to_rootfs(status)
             action = self.config.final_action.value
         log.info("kdump-capture: %s", _STATUS_WORDS[status])
+        if action is Action.SHELL:  # the user looks around (the target still mounted), then
+            self.env.actions.perform(action, before_acting=self._save_run_log)
+            action = self.config.final_action.value
         self.env.actions.perform(action, before_acting=self._leave)
         return RunResult(status, action, self.dump_dir.where if self.dump_dir else None)
 

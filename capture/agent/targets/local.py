@@ -117,12 +117,19 @@ class LocalTarget:
         return os.path.join(self.mount_point, self._path.lstrip("/"))
 
     def make_dump_dir(self, name: str) -> LocalDumpDir:
+        """A new directory: a second capture in the same second gets ``-2``,
+        never the first one's files."""
         path = os.path.join(self.dump_root, name)
-        try:
-            os.makedirs(path, mode=0o700, exist_ok=True)
-        except OSError as error:
-            raise TargetError(f"{path}: cannot create it: {error.strerror}") from None
-        return LocalDumpDir(path)
+        for suffix in range(2, 100):
+            try:
+                os.mkdir(path, 0o700)
+            except FileExistsError:
+                path = os.path.join(self.dump_root, f"{name}-{suffix}")
+                continue
+            except OSError as error:
+                raise TargetError(f"{path}: cannot create it: {error.strerror}") from None
+            return LocalDumpDir(path)
+        raise TargetError(f"{path}: too many dump directories of the same name")
 
     def free_bytes(self) -> int | None:
         try:
@@ -199,7 +206,9 @@ def _resolve(by: DeviceBy, name: str) -> str | None:
         if os.path.exists(link):
             return os.path.realpath(link)
         token = f"{by.value}={name}"
-        found = subprocess.run(["blkid", "-o", "device", "-t", token],
+        # No cache (-c /dev/null): a loop device or disk reused since the
+        # cache was written would be looked up under its old label.
+        found = subprocess.run(["blkid", "-c", "/dev/null", "-o", "device", "-t", token],
                                capture_output=True, text=True, check=False)  # fmt: skip
         nodes = found.stdout.split()
         return nodes[0] if found.returncode == 0 and nodes else None
