@@ -401,9 +401,22 @@ class _Run:
         if self.dump_dir is None or self.target is None or not self.target.keeps_files:
             return
         try:
-            self.dump_dir.write_file(RUN_LOG, self.runlog.text())
+            self.dump_dir.write_file(RUN_LOG, self.runlog.text(self._capture_kernel_log()))
         except (OSError, CaptureError) as error:
             log.error("cannot save %s: %s", RUN_LOG, error)
+
+    def _capture_kernel_log(self) -> str | None:
+        """In the capture kernel, its own log (``dmesg -T``), as Fedora keeps it."""
+        if self.env.vmcore != "/proc/vmcore":
+            return None  # a saved vmcore: this kernel's log tells nothing of the crash
+        import subprocess
+
+        try:
+            done = subprocess.run(["dmesg", "-T"], capture_output=True, text=True, timeout=10,
+                                  check=False, errors="replace")  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+        return done.stdout or None
 
     def _record_file(self, name: str, status: str = COMPLETE) -> None:
         assert self.dump_dir is not None
