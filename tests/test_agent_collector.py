@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import sys
 
 import pytest
 
@@ -141,7 +142,6 @@ def test_num_threads_zero_and_one_mean_no_extra_thread(count: str) -> None:
         "-f",
         "-b 8",
         "-b8",
-        "--cyclic-buffer 1024",
         "--non-mmap",
         "--work-dir /tmp",
         "--show-stats",
@@ -154,6 +154,15 @@ def test_harmless_flags_are_accepted_and_change_nothing(flags: str) -> None:
     assert options(f"makedumpfile -l {flags} -d 31") == DumpOptions(
         level=DumpLevel(31), codec="lzo"
     )
+
+
+@pytest.mark.parametrize(
+    ("flags", "budget"),
+    [("--cyclic-buffer 1024", 2 << 20), ("--cyclic-buffer=4", 8192), ("--non-cyclic", sys.maxsize)],
+)
+def test_cyclic_buffer_sets_the_bitmap_budget(flags: str, budget: int) -> None:
+    """makedumpfile's KiB for each bitmap: the engine's budget is for both."""
+    assert options(f"makedumpfile -l {flags} -d 31").bitmap_budget == budget
 
 
 def test_makedumpfile_by_its_path() -> None:

@@ -5,9 +5,9 @@ with the meaning makedumpfile gives its flags, so makedumpfile is never
 needed: ``-c``/``-l``/``-p``/``-z`` pick zlib, lzo, snappy or zstd (none of
 them: pages stored as they are, as makedumpfile does), ``-E`` an ELF dump,
 ``-d N`` the dump level (0 when absent, as makedumpfile), ``--num-threads N``
-the compression threads. Flags that only tune makedumpfile itself
-(``--message-level``, ``--cyclic-buffer``, ``-D``, ...) are accepted and
-ignored. Flags our engine cannot honour are problems: :func:`map_collector`
+the compression threads, ``--cyclic-buffer``/``--non-cyclic`` the bitmaps'
+memory. Flags that only tune makedumpfile itself (``--message-level``,
+``-D``, ...) are accepted and ignored. Flags our engine cannot honour are problems: :func:`map_collector`
 returns them, check-config reports them, and the capture run logs them and
 honours the rest of the line, so a dump is still written.
 
@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, NamedTuple
 
@@ -65,7 +66,7 @@ _SHORT = {
 _LONG = {
     **dict.fromkeys(
         ("split", "reassemble", "dump-dmesg", "partial-dmesg", "help", "non-mmap", "mem-usage",
-         "check-params", "dry-run", "show-stats"),
+         "check-params", "dry-run", "show-stats", "non-cyclic"),
         False,
     ),
     **dict.fromkeys(
@@ -77,11 +78,10 @@ _LONG = {
 }  # fmt: skip
 _CODECS = {"-c": "zlib", "-l": "lzo", "-p": "snappy", "-z": "zstd"}
 _IGNORED = {
-    "-D", "-f", "-b", "--cyclic-buffer", "--non-mmap", "--work-dir", "--show-stats",
-    "--splitblock-size",
+    "-D", "-f", "-b", "--non-mmap", "--work-dir", "--show-stats", "--splitblock-size",
 }  # fmt: skip
-"""They tune how makedumpfile works (debug output, overwrite, cache and bitmap
-sizes, mmap, scratch files, statistics), not what the dump holds."""
+"""They tune how makedumpfile works (debug output, overwrite, cache size,
+mmap, scratch files, statistics), not what the dump holds."""
 _NOT_A_DUMP = "makes makedumpfile do something else than write a dump"
 _UNSUPPORTED = {
     "--split": "writes the dump as several files, and kdump saves one vmcore; remove it "
@@ -223,6 +223,7 @@ class _Flags:
         self.level = DumpLevel(0)
         self.elf = False
         self.threads: int | None = None
+        self.bitmap_budget: int | None = None
         self.problems: list[str] = []
 
 
@@ -241,7 +242,12 @@ def _engine(words: tuple[str, ...], streaming: bool, cpus: int) -> CollectorChoi
         flags.codec = "none"
     threads = _threads(flags, streaming, cpus)
     options = DumpOptions(
-        level=flags.level, codec=flags.codec, elf=flags.elf, flattened=streaming, threads=threads
+        level=flags.level,
+        codec=flags.codec,
+        elf=flags.elf,
+        flattened=streaming,
+        threads=threads,
+        bitmap_budget=flags.bitmap_budget,
     )
     command = _rewritten(words, streaming, threads if flags.threads is None else None)
     return CollectorChoice(EngineCollector(options, command), flags.problems)
@@ -366,10 +372,25 @@ def _apply(flag: str, value: str | None, flags: _Flags) -> None:
         flags.threads = _thread_count(value or "", flags.problems)
     elif flag == "--message-level":
         _check_message_level(value or "", flags.problems)
+    elif flag == "--cyclic-buffer":  # KiB for each of the two bitmaps, as makedumpfile
+        flags.bitmap_budget = _cyclic_buffer(value or "", flags.problems)
+    elif flag == "--non-cyclic":
+        flags.bitmap_budget = sys.maxsize
     elif flag in _UNSUPPORTED:
         flags.problems.append(f"makedumpfile {flag} {_UNSUPPORTED[flag]}")
     elif flag not in _IGNORED:
         flags.problems.append(_unknown(flag))
+
+
+def _cyclic_buffer(text: str, problems: list[str]) -> int | None:
+    """Both bitmaps' budget in bytes from makedumpfile's --cyclic-buffer KiB."""
+    if text.isdigit() and int(text) > 0:
+        return 2 * int(text) * 1024
+    problems.append(
+        f"makedumpfile --cyclic-buffer {text!r} is not a size in KiB; write a whole number, "
+        "e.g. --cyclic-buffer 8192 (the default, from the free memory, is used)"
+    )
+    return None
 
 
 def _level(text: str, problems: list[str]) -> DumpLevel:
