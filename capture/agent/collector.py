@@ -7,9 +7,10 @@ them: pages stored as they are, as makedumpfile does), ``-E`` an ELF dump,
 ``-d N`` the dump level (0 when absent, as makedumpfile), ``--num-threads N``
 the compression threads, ``--cyclic-buffer``/``--non-cyclic`` the bitmaps'
 memory. Flags that only tune makedumpfile itself (``--message-level``,
-``-D``, ...) are accepted and ignored. Flags our engine cannot honour are problems: :func:`map_collector`
-returns them, check-config reports them, and the capture run logs them and
-honours the rest of the line, so a dump is still written.
+``-D``, ...) are accepted and ignored. Flags our engine cannot honour are
+problems: :func:`map_collector` returns them, check-config reports them, and
+the capture run logs them and honours the rest of the line, so a dump is
+still written.
 
 Fedora's rewriting (spec/capture-behaviour.md b.3) is applied: every ``-F``
 is dropped and the stream format chosen by the target (ssh and raw stream,

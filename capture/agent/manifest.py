@@ -26,11 +26,13 @@ COMPLETE, INCOMPLETE, FAILED = "complete", "incomplete", "failed"
 
 class Manifest:
     """The manifest of one capture, saved by ``save`` (the dump directory's
-    ``write_file``) whenever it changes, once there is a directory."""
+    ``write_file``) whenever it changes, once there is a directory; made
+    durable only when completed (an fsync per step costs more than a dump
+    of a small machine)."""
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        self._save: Callable[[bytes], None] | None = None
+        self._save: Callable[[bytes, bool], None] | None = None
         self.data: dict[str, Any] = {
             "kdump_capture": __version__,
             "status": FAILED,
@@ -48,7 +50,7 @@ class Manifest:
             "action": None,
         }
 
-    def attach(self, save: Callable[[bytes], None]) -> None:
+    def attach(self, save: Callable[[bytes, bool], None]) -> None:
         """Save to ``save`` from now on, starting now."""
         self._save = save
         self.save()
@@ -56,6 +58,11 @@ class Manifest:
     def update(self, **fields: Any) -> None:
         self.data.update(fields)
         self.save()
+
+    def complete(self, **fields: Any) -> None:
+        """The last update, made durable."""
+        self.data.update(fields)
+        self.save(durable=True)
 
     def note(self, text: str) -> None:
         """A decision the run took that a reader must know (a step-down, a skip)."""
@@ -82,9 +89,9 @@ class Manifest:
             self.data["steps"].append(record)
             self.save()
 
-    def save(self) -> None:
+    def save(self, durable: bool = False) -> None:
         if self._save is not None:
-            self._save(json.dumps(self.data, indent=2).encode() + b"\n")
+            self._save(json.dumps(self.data, indent=2).encode() + b"\n", durable)
 
 
 class Sha256Sink:

@@ -183,7 +183,9 @@ class _Run:
         if self.target.keeps_files:
             self.facts = self.facts._replace(manifest=os.path.join(self.dump_dir.where, MANIFEST))
             directory = self.dump_dir
-            self.manifest.attach(lambda data: directory.write_file(MANIFEST, data))
+            self.manifest.attach(
+                lambda data, durable: directory.write_file(MANIFEST, data, durable)
+            )
 
     def _save_kernel_log(self, kernel_log: bytes | None) -> None:
         """vmcore-dmesg-incomplete.txt, synced, renamed vmcore-dmesg.txt."""
@@ -388,7 +390,7 @@ class _Run:
 
     def _finish_manifest(self, status: int, action: Action) -> None:
         states = {EXIT_COMPLETE: COMPLETE, EXIT_PARTIAL: INCOMPLETE, EXIT_FAILED: FAILED}
-        self.manifest.update(status=states[status], action=action.value,
+        self.manifest.complete(status=states[status], action=action.value,
                              finished=time.strftime("%Y-%m-%dT%H:%M:%S%z"))  # fmt: skip
 
     def _finish_test_status(self, status: int) -> None:

@@ -44,8 +44,9 @@ class DumpDir(Protocol):
         """A new file ``name`` (0600); a seekable one when the target is."""
         ...
 
-    def write_file(self, name: str, data: bytes) -> None:
-        """Write a small file whole and make it durable (replacing any)."""
+    def write_file(self, name: str, data: bytes, durable: bool = True) -> None:
+        """Write a small file whole (replacing any), made durable unless
+        ``durable`` is False (a file rewritten often, made durable last)."""
         ...
 
     def publish(self, temporary: str, final: str) -> None:

@@ -50,14 +50,15 @@ class LocalDumpDir:
     def create(self, name: str) -> LocalDumpFile:
         return LocalDumpFile(os.path.join(self._path, name))
 
-    def write_file(self, name: str, data: bytes) -> None:
+    def write_file(self, name: str, data: bytes, durable: bool = True) -> None:
         path = os.path.join(self._path, name)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
             view = memoryview(data)
             while view:
                 view = view[os.write(fd, view) :]
-            os.fsync(fd)
+            if durable:
+                os.fsync(fd)
         finally:
             os.close(fd)
 

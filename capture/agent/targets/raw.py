@@ -483,7 +483,7 @@ class RawDumpDir:
         self._files = {name: RawStreamFile(self._node, self._size)}
         return self._files[name]
 
-    def write_file(self, name: str, data: bytes) -> None:
+    def write_file(self, name: str, data: bytes, durable: bool = True) -> None:
         """A raw device keeps only the dump: ``name`` is not kept (logged)."""
         log.info("raw target %s: %s (%d bytes) is not kept", self._node, name, len(data))
 
