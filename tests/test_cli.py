@@ -52,3 +52,15 @@ def test_version_flag(capsys) -> None:
         main(["--version"])
     assert exit_info.value.code == 0
     assert "kdump-capture" in capsys.readouterr().out
+
+
+def test_start_up_loads_only_what_the_parser_needs() -> None:
+    """The package ``__init__``s re-export lazily: importing the CLI must not
+    load the classifier or the printk reader, which only some commands run."""
+    loaded = subprocess.run(
+        [sys.executable, "-c", "import sys, capture.cli; print(*sorted(sys.modules))"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert "capture.cli" in loaded
+    assert "capture.vmcore.printk" not in loaded
+    assert "capture.filter.classify" not in loaded

@@ -16,8 +16,10 @@ from capture.dumpfile.codecs import codec_by_name
 from capture.dumpfile.kdump import write_kdump
 from capture.dumpfile.outcome import DumpOutcome
 from capture.dumpfile.sink import FileSink, FlattenedSink, Sink
-from capture.filter import DumpLevel, FilteredPages, FilterStats, default_bitmap_budget
-from capture.vmcore import Vmcore
+from capture.filter.levels import DumpLevel
+from capture.filter.pagefilter import FilteredPages, default_bitmap_budget
+from capture.filter.stats import FilterStats
+from capture.vmcore.kernel import Vmcore
 
 __all__ = ("DumpOptions", "DumpPlan", "DumpReport", "dump_vmcore")
 

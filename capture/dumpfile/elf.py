@@ -18,9 +18,10 @@ from itertools import compress
 from capture.dumpfile.outcome import DumpOutcome, Progress
 from capture.dumpfile.sink import NoSpaceError, Sink
 from capture.errors import CaptureError
-from capture.filter import DumpLevel, FilterResult
-from capture.vmcore import Vmcore
+from capture.filter.levels import DumpLevel
+from capture.filter.pagefilter import FilterResult
 from capture.vmcore.elfcore import LoadSegment
+from capture.vmcore.kernel import Vmcore
 
 __all__ = ("ELF_INCOMPLETE", "plan_loads", "write_elf")
 

@@ -18,10 +18,10 @@ from capture.dumpfile.kdump import DESCRIPTOR, HEADER, SIGNATURE, STATUS_INCOMPL
 from capture.dumpfile.sink import FLAT_HEADER_SIZE, FLAT_SIGNATURE
 from capture.errors import CorruptError, NoDataError, UnsupportedError
 from capture.filter.bitmap import Bitmap
-from capture.vmcore import Vmcore
 from capture.vmcore.arch import ARCHITECTURES
 from capture.vmcore.elfcore import ElfCore, LoadSegment
 from capture.vmcore.filewindows import FileWindows
+from capture.vmcore.kernel import Vmcore
 
 __all__ = ("FlattenedFile", "KdumpCore", "open_dump")
 

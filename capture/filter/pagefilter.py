@@ -21,7 +21,8 @@ from capture.filter.classify import classify_run
 from capture.filter.levels import DumpLevel
 from capture.filter.rules import PageRules
 from capture.filter.stats import FilterStats
-from capture.vmcore import MemMap, Vmcore
+from capture.vmcore.kernel import Vmcore
+from capture.vmcore.memmap import MemMap
 from capture.vmcore.pagecolumns import PageColumns
 
 __all__ = (
