@@ -7,6 +7,7 @@ This is the only place where errors become exit statuses: 0 success,
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import sys
@@ -27,6 +28,11 @@ if TYPE_CHECKING:
 __all__ = ("main",)
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
+EXIT_CLOSED_PIPE = 128 + 13
+"""128 + SIGPIPE: what a shell reports for a tool a closed pipe ended."""
+DEFAULT_CODEC = "zstd"
+"""dump's codec when no flag names one: every current reader knows it, and it
+is both faster and smaller than zlib (makedumpfile's default is no codec)."""
 
 log = logging.getLogger("capture")
 
@@ -42,18 +48,50 @@ def main(argv: Sequence[str] | None = None) -> int:
     command: Callable[[argparse.Namespace], int | None] = args.command
     try:
         status = command(args)
+        sys.stdout.flush()  # here, where a closed pipe can still be told from a failure
     except (_Failure, CaptureError) as error:
         print(f"error: {_subject(args)}{error}", file=sys.stderr)
         return EXIT_FAILURE
+    except BrokenPipeError:
+        return _end_quietly()
     except OSError as error:
-        print(f"error: {error}", file=sys.stderr)
+        print(f"error: {_os_problem(error, args)}", file=sys.stderr)
         return EXIT_FAILURE
     return EXIT_OK if status is None else status
 
 
 def _subject(args: argparse.Namespace) -> str:
-    vmcore = getattr(args, "vmcore", None)
-    return f"{vmcore}: " if vmcore else ""
+    name = _input_name(args)
+    return f"{name}: " if name else ""
+
+
+def _input_name(args: argparse.Namespace) -> str | None:
+    """The file a command reads, to name in an error that names no other."""
+    name: str | None = getattr(args, "vmcore", None) or getattr(args, "input", None)
+    return "stdin" if name == "-" else name
+
+
+def _os_problem(error: OSError, args: argparse.Namespace) -> str:
+    """``FILE: problem``, as the README promises: the file the error names,
+    else the one the command reads (Python's own form, ``[Errno 2] No such
+    file or directory: 'x'``, reads as a traceback's last line)."""
+    problem = error.strerror or str(error)
+    name = error.filename if error.filename is not None else _input_name(args)
+    return f"{name}: {problem}" if name is not None else problem
+
+
+def _end_quietly() -> int:
+    """stdout's reader went away (``| head -1``): stop without a word, as a
+    Unix tool that SIGPIPE ends does, with the status a shell shows for it.
+    stdout goes to /dev/null first, or Python reports the pipe again when it
+    flushes stdout at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass  # stdout is not a file descriptor (a test's capture): nothing to flush
+    return EXIT_CLOSED_PIPE
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -101,7 +139,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Rebuild a flattened (-F) dump into a regular file, like makedumpfile -R.",
     )
     rebuild.add_argument("input", metavar="INPUT", help="flattened dump, or - for stdin")
-    rebuild.add_argument("output", metavar="OUTPUT", help="regular dump file to write")
+    rebuild.add_argument(
+        "output", metavar="OUTPUT", help="regular dump file to write (seekable: not a pipe)"
+    )
     rebuild.set_defaults(command=_rebuild)
     _add_check_config_parser(commands)
     _add_run_parser(commands)
@@ -190,10 +230,13 @@ def _add_dump_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
     dump = commands.add_parser(
         "dump",
         help="write a filtered dump (kdump-compressed or ELF)",
-        description="Filter a vmcore's pages by dump level and write a dump file. "
-        "The flags mean what they mean to makedumpfile.",
+        description="Filter a vmcore's pages by dump level and write a dump file "
+        f"(kdump-compressed, {DEFAULT_CODEC} unless a flag names another codec; or ELF). "
+        "The flags mean what they mean to makedumpfile. Exit status 0: the dump is whole; "
+        "3: it is INCOMPLETE (the disk filled up, or the vmcore lacks pages it lists), "
+        "marked so, and readable as far as it goes; 1: failure; 2: usage error.",
     )
-    dump.add_argument("vmcore", metavar="VMCORE", help="/proc/vmcore or a saved vmcore")
+    dump.add_argument("vmcore", metavar="VMCORE", help="/proc/vmcore or a saved ELF vmcore")
     dump.add_argument("output", metavar="OUTPUT", help="dump file to write (- with -F: stdout)")
     dump.add_argument(
         "-d", dest="level", type=_dump_level, default=DumpLevel(31),
@@ -201,17 +244,23 @@ def _add_dump_parser(commands: argparse._SubParsersAction[argparse.ArgumentParse
     )  # fmt: skip
     codecs = dump.add_mutually_exclusive_group()
     for flag, name in (("-c", "zlib"), ("-l", "lzo"), ("-p", "snappy"), ("-z", "zstd")):
+        default = " (the default)" if name == DEFAULT_CODEC else ""
         codecs.add_argument(
-            flag, dest="codec", action="store_const", const=name, help=f"compress with {name}"
-        )
-    codecs.add_argument("--compress", dest="codec", choices=sorted(CODECS), help="codec by name")
+            flag, dest="codec", action="store_const", const=name,
+            help=f"compress with {name}{default}",
+        )  # fmt: skip
+    codecs.add_argument(
+        "--compress", dest="codec", choices=sorted(CODECS),
+        help=f"codec by name (default: {DEFAULT_CODEC}; none stores pages as they are)",
+    )  # fmt: skip
     dump.add_argument("-E", dest="elf", action="store_true", help="write an ELF dump")
     dump.add_argument(
         "-F", dest="flattened", action="store_true", help="write the flattened format"
     )
     dump.add_argument(
         "--num-threads", type=_thread_count, default=1, metavar="N",
-        help="compress on N threads (a crash kernel usually has one CPU: keep 1 there)",
+        help="compress on N worker threads while this one reads and writes; 0 (makedumpfile's "
+        "default) and 1 mean no extra thread (a crash kernel usually has one CPU: keep 1 there)",
     )  # fmt: skip
     cycles = dump.add_mutually_exclusive_group()
     cycles.add_argument(
@@ -296,15 +345,19 @@ def _dump(args: argparse.Namespace) -> int:
     if args.output == "-" and not args.flattened:
         print("error: only a flattened dump (-F) can go to stdout", file=sys.stderr)
         return EXIT_USAGE
+    for path in (args.output, args.report):
+        if path is not None and path != "-":
+            _check_can_write(path)  # now, not after the whole dump
     options = DumpOptions(
         level=args.level,
-        codec=args.codec or "zstd",
+        codec=args.codec or DEFAULT_CODEC,
         elf=args.elf,
         flattened=args.flattened,
         threads=args.num_threads,
         bitmap_budget=_bitmap_budget(args.cyclic_buffer),
     )
     progress = ProgressLine.factory(sys.stderr) if sys.stderr.isatty() else None
+    # Each problem was logged as it was found, so it comes before the summary.
     report = dump_vmcore(args.vmcore, args.output, options, progress)
     print(page_summary(report), file=sys.stderr)
     if args.report:
@@ -313,12 +366,24 @@ def _dump(args: argparse.Namespace) -> int:
         with open(args.report, "w") as file:
             json.dump(report.as_json(), file, indent=2)
             file.write("\n")
-    for problem in report.problems:
-        log.warning("%s: %s", args.vmcore, problem)
     if report.outcome.incomplete:
-        print(f"error: {args.output}: the dump is INCOMPLETE (out of space)", file=sys.stderr)
+        why = "pages are missing from the vmcore" if report.outcome.unreadable else "out of space"
+        print(f"error: {args.output}: the dump is INCOMPLETE ({why})", file=sys.stderr)
         return EXIT_INCOMPLETE
     return EXIT_OK
+
+
+def _check_can_write(path: str) -> None:
+    """Raise the error that creating ``path`` would raise, before the work
+    it would come at the end of."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+    directory = os.path.dirname(path) or "."
+    if not os.path.isdir(directory):
+        missing = errno.ENOTDIR if os.path.exists(directory) else errno.ENOENT
+        raise OSError(missing, os.strerror(missing), path)
+    if not os.access(path if os.path.exists(path) else directory, os.W_OK):
+        raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
 
 
 def _save_raw(args: argparse.Namespace) -> int:
@@ -379,11 +444,13 @@ def _check_config(args: argparse.Namespace) -> int:
 def _rebuild(args: argparse.Namespace) -> None:
     from capture.dumpfile.flattened import rebuild
 
+    # "-": stdout, which works when it is a file (> out) and says why not when a pipe.
+    output = "/dev/stdout" if args.output == "-" else args.output
     if args.input == "-":
-        rebuild(sys.stdin.buffer, args.output)
+        rebuild(sys.stdin.buffer, output)
     else:
         with open(args.input, "rb") as stream:
-            rebuild(stream, args.output)
+            rebuild(stream, output)
 
 
 def _info(args: argparse.Namespace) -> None:
@@ -407,6 +474,8 @@ def _describe(summary: Summary) -> str:
         return "unknown" if value is None else form.format(value)
 
     page_size = summary.page_size or 4096
+    date = summary.crash_date()
+    known_date = f" ({date})" if date else ""
     ranges = "\n".join(
         f"  {start:#012x}-{end:#012x}  {(end - start) * page_size >> 20:8d} MiB"
         for start, end in summary.ram_ranges
@@ -416,7 +485,7 @@ def _describe(summary: Summary) -> str:
         f"version:       {known(summary.version)}",
         f"machine:       {known(summary.machine)}",
         f"nodename:      {known(summary.nodename)}",
-        f"crash time:    {known(summary.crash_time)}",
+        f"crash time:    {known(summary.crash_time)}{known_date}",
         f"cpus:          {known(summary.cpus)}",
         f"page size:     {known(summary.page_size)}",
         f"RAM pages:     {known(summary.ram_pages)}"

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from capture.cli import main
+from tests.realcores import shared_cores
+
+FLATTENED_HEADER = b"makedumpfile".ljust(4096, b"\0")
+END_MARKER = b"\xff" * 16
 
 
 def run(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -64,3 +70,101 @@ def test_start_up_loads_only_what_the_parser_needs() -> None:
     assert "capture.cli" in loaded
     assert "capture.vmcore.printk" not in loaded
     assert "capture.filter.classify" not in loaded
+
+
+def vmcore_61() -> str:
+    [core] = [core for core in shared_cores() if core.release.startswith("6.1.")]
+    return str(core.vmcore)
+
+
+def error_line(result: subprocess.CompletedProcess[str]) -> str:
+    """The one line on stderr; a failure with more is not what the README promises."""
+    [line] = result.stderr.splitlines()
+    return line
+
+
+def test_a_missing_input_is_named(tmp_path: Path) -> None:
+    missing = tmp_path / "nothere"
+    for argv in (["info", str(missing)], ["dmesg", str(missing)],
+                 ["rebuild", str(missing), str(tmp_path / "out")]):  # fmt: skip
+        result = run(*argv)
+        assert result.returncode == 1
+        assert error_line(result) == f"error: {missing}: No such file or directory"
+
+
+def test_rebuild_names_the_file_at_fault(tmp_path: Path) -> None:
+    stream = tmp_path / "flat"
+    stream.write_bytes(FLATTENED_HEADER + END_MARKER)
+    result = run("rebuild", str(stream), str(tmp_path / "nodir" / "out"))
+    assert (result.returncode, error_line(result)) == (
+        1, f"error: {tmp_path / 'nodir' / 'out'}: No such file or directory"
+    )  # fmt: skip
+    result = run("rebuild", str(stream), str(tmp_path))
+    assert (result.returncode, error_line(result)) == (1, f"error: {tmp_path}: Is a directory")
+    stream.write_bytes(FLATTENED_HEADER + b"\0" * 8)
+    result = run("rebuild", str(stream), str(tmp_path / "out"))
+    assert error_line(result) == (
+        f"error: {stream}: the stream ends inside a record header: it was cut short"
+    )
+    empty = subprocess.run(
+        [sys.executable, "-m", "capture", "rebuild", "-", str(tmp_path / "out")],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert error_line(empty) == (
+        "error: stdin: the stream ends inside the flattened header: it was cut short"
+    )
+
+
+def test_rebuild_into_a_pipe_says_it_needs_a_seekable_file(tmp_path: Path) -> None:
+    stream = tmp_path / "flat"
+    stream.write_bytes(FLATTENED_HEADER + (8).to_bytes(8, "big") + (3).to_bytes(8, "big")
+                       + b"abc" + END_MARKER)  # fmt: skip
+    for output in ("-", "/dev/stdout"):
+        result = run("rebuild", str(stream), output)  # stdout is a pipe
+        assert result.returncode == 1
+        assert error_line(result) == (
+            "error: /dev/stdout: rebuild needs a seekable file (a regular file or a device), "
+            "not a pipe"
+        )
+    with (tmp_path / "out").open("wb") as out:  # "-" into a file works
+        subprocess.run([sys.executable, "-m", "capture", "rebuild", str(stream), "-"],
+                       stdout=out, check=True)  # fmt: skip
+    assert (tmp_path / "out").read_bytes() == bytes(8) + b"abc"
+
+
+def closed_pipe_run(*argv: str) -> subprocess.CompletedProcess[str]:
+    """Run with stdout a pipe nobody reads any more (``| head -1`` once it exits)."""
+    reader, writer = os.pipe()
+    os.close(reader)
+    try:
+        return subprocess.run([sys.executable, "-m", "capture", *argv], stdout=writer,
+                              stderr=subprocess.PIPE, text=True, check=False)  # fmt: skip
+    finally:
+        os.close(writer)
+
+
+@pytest.mark.parametrize(
+    "argv", [["info"], ["dmesg"], ["dump", "-F", "-d", "31"]], ids=["info", "dmesg", "dump-F"]
+)
+def test_a_closed_pipe_ends_quietly(argv: list[str]) -> None:
+    vmcore = vmcore_61()
+    command = [*argv, vmcore, "-"] if argv[0] == "dump" else [*argv, vmcore]
+    result = closed_pipe_run(*command)
+    assert (result.returncode, result.stderr) == (128 + 13, "")  # as a shell shows SIGPIPE
+
+
+def test_info_gives_the_crash_time_as_a_date() -> None:
+    result = run("info", vmcore_61())
+    [line] = [line for line in result.stdout.splitlines() if line.startswith("crash time:")]
+    assert line == "crash time:    1795674799 (2026-11-26 06:33:19 UTC)"
+    result = run("info", "--json", vmcore_61())
+    assert '"crash_time": 1795674799,' in result.stdout
+    assert '"crash_date": "2026-11-26T06:33:19Z"' in result.stdout
+
+
+def test_dump_help_names_the_default_codec_exit_3_and_thread_count_0() -> None:
+    text = " ".join(run("dump", "--help").stdout.split())
+    assert "zstd unless a flag names another codec" in text
+    assert "-z compress with zstd (the default)" in text
+    assert "3: it is INCOMPLETE" in text
+    assert "0 (makedumpfile's default) and 1 mean no extra thread" in text

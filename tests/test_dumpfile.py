@@ -191,6 +191,60 @@ def test_usage_errors(tmp_path: Path, argv: list[str]) -> None:
     assert "Traceback" not in result.stderr
 
 
+def run_dump(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "capture", "dump", *argv],
+                          capture_output=True, text=True, check=False)  # fmt: skip
+
+
+@pytest.mark.parametrize("form", [["-l"], ["-E"]], ids=["kdump", "elf"])
+def test_a_vmcore_with_pages_missing_gives_an_incomplete_dump(
+    tmp_path: Path, form: list[str]
+) -> None:
+    """Its first MiB only: exit 3, INCOMPLETE in the header, the warning
+    once and before the summary, the reason last."""
+    truncated, output = tmp_path / "first-mib", tmp_path / "dump"
+    with core_61().vmcore.open("rb") as full:
+        truncated.write_bytes(full.read(1 << 20))
+    result = run_dump(*form, "-d", "31", str(truncated), str(output))
+    assert result.returncode == 3, result.stderr
+    lines = result.stderr.splitlines()
+    [missing] = [at for at, line in enumerate(lines) if "are not in the file" in line]
+    assert missing < lines.index(next(line for line in lines if line.startswith("Original pages")))
+    assert sum("no page is classified" in line for line in lines) == 1
+    assert lines[-1] == (
+        f"error: {output}: the dump is INCOMPLETE (pages are missing from the vmcore)"
+    )
+    header = output.read_bytes()[:4096]
+    if form == ["-E"]:
+        assert struct.unpack_from("<I", header, 48)[0] & 1  # e_flags: DUMP_ELF_INCOMPLETE
+    else:
+        assert struct.unpack_from("<I", header, 424)[0] & 0x8  # status: INCOMPLETE
+
+
+@pytest.mark.parametrize("where", ["missing-dir", "a-directory"])
+def test_outputs_are_checked_before_the_dump(tmp_path: Path, where: str) -> None:
+    vmcore, output = str(core_61().vmcore), tmp_path / "dump"
+    bad = tmp_path / "nodir" / "file" if where == "missing-dir" else tmp_path
+    problem = "No such file or directory" if where == "missing-dir" else "Is a directory"
+    result = run_dump("-l", str(vmcore), str(bad))
+    assert (result.returncode, result.stderr) == (1, f"error: {bad}: {problem}\n")
+    result = run_dump("-l", "--report", str(bad), str(vmcore), str(output))
+    assert (result.returncode, result.stderr) == (1, f"error: {bad}: {problem}\n")
+    assert not output.exists()  # failed before the work, not after it
+
+
+def test_dump_of_a_kdump_file_says_it_needs_an_elf_vmcore(tmp_path: Path) -> None:
+    vmcore, kdump, flat = str(core_61().vmcore), tmp_path / "kdump", tmp_path / "flat"
+    makedumpfile("-l", "-d", "31", vmcore, str(kdump))
+    assert dump("-F", "-l", "-d", "31", vmcore, str(flat)) == 0
+    for path, form in ((kdump, "a kdump-compressed dump"), (flat, "a flattened dump")):
+        result = run_dump("-l", str(path), str(tmp_path / "out"))
+        assert result.returncode == 1
+        assert result.stderr.startswith(f"error: {path}: {form}, not an ELF vmcore: ")
+        assert len(result.stderr.splitlines()) == 1
+        assert not (tmp_path / "out").exists()
+
+
 def test_truncated_vmcore_dumps_what_exists(tmp_path: Path) -> None:
     source = core_61().vmcore
     truncated = tmp_path / "truncated"
@@ -199,8 +253,9 @@ def test_truncated_vmcore_dumps_what_exists(tmp_path: Path) -> None:
         cut.truncate(source.stat().st_size * 3 // 4)
     output = tmp_path / "dump"
     report = tmp_path / "report.json"
-    assert dump("-d", "31", "--report", str(report), str(truncated), str(output)) == 0
-    assert "not in the vmcore" in json.loads(report.read_text())["problems"][-1]
+    assert dump("-d", "31", "--report", str(report), str(truncated), str(output)) == 3
+    facts = json.loads(report.read_text())
+    assert facts["incomplete"] and "are not in the file" in facts["problems"][-1]
     with open_dump(str(output)) as dumped, Vmcore(str(truncated)) as vmcore:
         kept = list(dumped.core.bitmap2.runs())  # type: ignore[attr-defined]
         assert kept
@@ -217,8 +272,9 @@ def test_truncated_vmcore_elf_dump_keeps_what_exists(tmp_path: Path) -> None:
         shutil.copyfileobj(full, cut)
         cut.truncate(source.stat().st_size * 3 // 4)
     output, report = tmp_path / "dump", tmp_path / "report.json"
-    assert dump("-E", "-d", "31", "--report", str(report), str(truncated), str(output)) == 0
-    assert "not in the vmcore" in json.loads(report.read_text())["problems"][-1]
+    assert dump("-E", "-d", "31", "--report", str(report), str(truncated), str(output)) == 3
+    facts = json.loads(report.read_text())
+    assert facts["incomplete"] and "are not in the file" in facts["problems"][-1]
     with open_dump(str(output)) as dumped, Vmcore(str(truncated)) as vmcore:
         present = missing = 0
         for segment in dumped.core.segments:

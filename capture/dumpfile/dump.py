@@ -7,6 +7,7 @@ line and the capture agent both call :func:`dump_vmcore`.
 from __future__ import annotations
 
 import copy
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -16,12 +17,15 @@ from capture.dumpfile.codecs import codec_by_name
 from capture.dumpfile.kdump import write_kdump
 from capture.dumpfile.outcome import DumpOutcome
 from capture.dumpfile.sink import FileSink, FlattenedSink, Sink
+from capture.errors import CorruptError, UnsupportedError
 from capture.filter.levels import DumpLevel
 from capture.filter.pagefilter import FilteredPages, default_bitmap_budget
 from capture.filter.stats import FilterStats
 from capture.vmcore.kernel import Vmcore
 
 __all__ = ("DumpOptions", "DumpPlan", "DumpReport", "dump_vmcore")
+
+log = logging.getLogger("capture")
 
 _STREAM_BUFFER = 1 << 20
 
@@ -81,7 +85,7 @@ def dump_vmcore(
 
     :raises CaptureError: if the vmcore cannot be read at all.
     """
-    with Vmcore(vmcore_path) as vmcore:
+    with _open_vmcore(vmcore_path) as vmcore:
         # Before the output exists: a codec this install lacks leaves no file behind.
         plan = DumpPlan(vmcore, options)
         sink, closer = _open_sink(output, options.flattened)
@@ -92,6 +96,23 @@ def dump_vmcore(
             raise
         closer(True)
     return report
+
+
+def _open_vmcore(path: str) -> Vmcore:
+    """The ELF vmcore to dump; a dump file is named as such, not as a bad ELF file."""
+    try:
+        return Vmcore(path)
+    except CorruptError:
+        from capture.dumpfile.reader import KDUMP_COMPRESSED, dump_format  # the error path only
+
+        form = dump_format(path)
+        if form is None:
+            raise
+        readers = " (info and dmesg read this one)" if form == KDUMP_COMPRESSED else ""
+        raise UnsupportedError(
+            f"a {form} dump, not an ELF vmcore: dump reads /proc/vmcore or a saved copy "
+            f"of it{readers}"
+        ) from None
 
 
 class DumpPlan:
@@ -133,7 +154,13 @@ class DumpPlan:
             )
         problems = list(filtered.problems)
         if outcome.unreadable:
-            problems.append(f"{outcome.unreadable} pages are not in the vmcore (truncated?)")
+            # The writer marked the dump INCOMPLETE; logged here, as the
+            # filter logs its problems, so it is said once and in order.
+            problems.append(
+                f"{outcome.unreadable} pages its headers list are not in the file "
+                "(truncated, or filtered before); the dump is incomplete"
+            )
+            log.warning("%s: %s", vmcore.path, problems[-1])
         return DumpReport(
             options=options,
             stats=filtered.stats,

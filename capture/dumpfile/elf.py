@@ -78,6 +78,7 @@ def write_elf(
     except NoSpaceError as error:
         log.error("%s; the dump is incomplete", error)
         outcome.incomplete = True
+    outcome.incomplete |= outcome.unreadable > 0  # pages the vmcore lacks: not a whole dump
     sink.write_at(0, _with_incomplete(headers, outcome.incomplete))
     outcome.bytes_written = end
     return outcome

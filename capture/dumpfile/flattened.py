@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Callable
 from typing import BinaryIO
 
 from capture.dumpfile.sink import FLAT_HEADER_SIZE, FLAT_SIGNATURE
@@ -25,27 +26,55 @@ def rebuild(stream: BinaryIO, output: str) -> int:
 
     :raises CorruptError: if the stream is not flattened, or ends before its
         end marker (a transfer cut short).
+    :raises OSError: naming ``output`` when it cannot be written, or is a
+        pipe (records go back to their offsets, so it must be seekable).
     """
     header = _read_exactly(stream, FLAT_HEADER_SIZE, "the flattened header")
     if header[:16] != FLAT_SIGNATURE:
         raise CorruptError("not a flattened dump (no makedumpfile signature)")
-    size = 0
-    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    fd = _open_seekable(output)
     try:
-        while True:
-            offset, length = _RECORD.unpack(_read_exactly(stream, _RECORD.size, "a record header"))
-            if offset == -1 and length == -1:
-                break
-            if offset < 0 or length <= 0:
-                raise CorruptError(f"bad flattened record: offset {offset}, size {length}")
-            for done in range(0, length, _COPY):
-                chunk = _read_exactly(stream, min(_COPY, length - done), "record data")
-                os.pwrite(fd, chunk, offset + done)
-            size = max(size, offset + length)
-        os.ftruncate(fd, size)
+        size = _write_records(stream, fd, output)
+        _named(output, os.ftruncate, fd, size)
     finally:
         os.close(fd)
     return size
+
+
+def _open_seekable(output: str) -> int:
+    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.lseek(fd, 0, os.SEEK_CUR)
+    except OSError as error:
+        os.close(fd)
+        raise OSError(
+            error.errno, "rebuild needs a seekable file (a regular file or a device), not a pipe",
+            output,
+        ) from None  # fmt: skip
+    return fd
+
+
+def _write_records(stream: BinaryIO, fd: int, output: str) -> int:
+    """Each record's bytes at its offset, up to the end marker; the size they make."""
+    size = 0
+    while True:
+        offset, length = _RECORD.unpack(_read_exactly(stream, _RECORD.size, "a record header"))
+        if offset == -1 and length == -1:
+            return size
+        if offset < 0 or length <= 0:
+            raise CorruptError(f"bad flattened record: offset {offset}, size {length}")
+        for done in range(0, length, _COPY):
+            chunk = _read_exactly(stream, min(_COPY, length - done), "record data")
+            _named(output, os.pwrite, fd, chunk, offset + done)
+        size = max(size, offset + length)
+
+
+def _named(output: str, call: Callable[..., object], *args: object) -> None:
+    """``call(*args)``, an OSError of it naming ``output`` (os's own name none)."""
+    try:
+        call(*args)
+    except OSError as error:
+        raise OSError(error.errno, error.strerror, output) from None
 
 
 def _read_exactly(stream: BinaryIO, size: int, what: str) -> bytes:

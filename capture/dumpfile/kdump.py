@@ -166,6 +166,7 @@ def write_kdump(
         if pool is not None:
             pool.close()
     _pad_bitmaps(sink, layout)
+    outcome.incomplete |= outcome.unreadable > 0  # pages the vmcore lacks: not a whole dump
     sink.write_at(0, header.pack(incomplete=outcome.incomplete))
     outcome.bytes_written = pages.end_offset
     return outcome

@@ -23,7 +23,7 @@ from capture.vmcore.elfcore import ElfCore, LoadSegment
 from capture.vmcore.filewindows import FileWindows
 from capture.vmcore.kernel import Vmcore
 
-__all__ = ("FlattenedFile", "KdumpCore", "open_dump")
+__all__ = ("FlattenedFile", "KdumpCore", "dump_format", "open_dump")
 
 _RECORD = struct.Struct(">qq")
 _RANK_BLOCK = 4096
@@ -35,18 +35,34 @@ def open_dump(path: str) -> Vmcore:
 
     :raises CorruptError: if the file is none of these.
     """
-    with open(path, "rb") as file:
-        magic = file.read(16)
-    if magic.startswith(SIGNATURE):
+    form = dump_format(path)
+    if form == KDUMP_COMPRESSED:
         return Vmcore(path, core=KdumpCore(path, _Windows(path)))
-    if magic == FLAT_SIGNATURE:
+    if form == FLATTENED:
         flat = FlattenedFile(path)
         if flat.read(0, 8) == SIGNATURE:
             return Vmcore(path, core=KdumpCore(path, flat))
         raise UnsupportedError("a flattened ELF dump: run 'kdump-capture rebuild' on it first")
-    if magic.startswith(b"DISKDUMP"):
+    if form == DISKDUMP:
         raise UnsupportedError("an old diskdump file: not supported")
     return Vmcore(path, core=ElfCore(path))
+
+
+KDUMP_COMPRESSED, FLATTENED, DISKDUMP = "kdump-compressed", "flattened", "diskdump"
+
+
+def dump_format(path: str) -> str | None:
+    """Which dump format ``path`` has by its signature, in words; None for
+    anything else (an ELF file, or no dump at all)."""
+    with open(path, "rb") as file:
+        magic = file.read(16)
+    if magic.startswith(SIGNATURE):
+        return KDUMP_COMPRESSED
+    if magic == FLAT_SIGNATURE:
+        return FLATTENED
+    if magic.startswith(b"DISKDUMP"):
+        return DISKDUMP
+    return None
 
 
 class _Source(Protocol):

@@ -6,6 +6,7 @@ facts that depend on it; the failures are returned beside what was found.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -37,10 +38,22 @@ class Summary:
         self.problems: list[str] = []
         """What could not be read, one line each."""
 
+    def crash_date(self, form: str = "%Y-%m-%d %H:%M:%S UTC") -> str | None:
+        """The crash time as a UTC date, None if unknown or not a date
+        (VMCOREINFO's CRASHTIME is seconds since the epoch)."""
+        if self.crash_time is None:
+            return None
+        try:
+            return time.strftime(form, time.gmtime(self.crash_time))
+        except (OverflowError, OSError, ValueError):
+            return None  # a corrupt value, too large for a date
+
     def as_json(self) -> dict[str, Any]:
-        """The JSON object of ``info --json``."""
+        """The JSON object of ``info --json``: the facts, and ``crash_date``
+        (ISO 8601) beside the epoch ``crash_time``."""
         facts = dict(self.__dict__)
         del facts["problems"]
+        facts["crash_date"] = self.crash_date("%Y-%m-%dT%H:%M:%SZ")
         return facts
 
 
