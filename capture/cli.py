@@ -140,7 +140,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     rebuild.add_argument("input", metavar="INPUT", help="flattened dump, or - for stdin")
     rebuild.add_argument(
-        "output", metavar="OUTPUT", help="regular dump file to write (seekable: not a pipe)"
+        "output", metavar="OUTPUT", help="regular dump file to write (-: stdout, a file not a pipe)"
     )
     rebuild.set_defaults(command=_rebuild)
     _add_check_config_parser(commands)

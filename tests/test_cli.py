@@ -168,3 +168,34 @@ def test_dump_help_names_the_default_codec_exit_3_and_thread_count_0() -> None:
     assert "-z compress with zstd (the default)" in text
     assert "3: it is INCOMPLETE" in text
     assert "0 (makedumpfile's default) and 1 mean no extra thread" in text
+
+
+def readme_usage() -> dict[str, str]:
+    """The README's usage block: each command's lines, joined."""
+    text = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    block = text.split("## Commands\n\n```\n", 1)[1].split("```", 1)[0]
+    usage: dict[str, str] = {}
+    command = ""
+    for line in block.splitlines():
+        if line.startswith("kdump-capture "):
+            command = line.split()[1]
+        usage[command] = f"{usage.get(command, '')} {line}"
+    return usage
+
+
+def test_the_readme_usage_has_every_argument_of_every_command() -> None:
+    import argparse
+
+    from capture.cli import _parser
+
+    usage = readme_usage()
+    [commands] = [
+        action for action in _parser()._actions if isinstance(action, argparse._SubParsersAction)
+    ]
+    for name, parser in commands.choices.items():
+        assert name in usage, f"{name} is not in the README's usage"
+        words = set(usage[name].replace("[", " ").replace("]", " ").replace("|", " ").split())
+        for action in parser._actions:
+            if not isinstance(action, argparse._HelpAction):
+                names = action.option_strings or [str(action.metavar)]
+                assert words & set(names), f"{name} {names[0]}: not in the README's usage"
