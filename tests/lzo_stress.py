@@ -10,6 +10,7 @@ import contextlib
 import random
 import sys
 import threading
+import zlib
 
 sys.path.insert(0, sys.argv[1])
 import _lzo  # type: ignore[import-not-found]
@@ -28,13 +29,22 @@ def _round_trips(rng: random.Random, pages: list[bytes]) -> None:
             stored = data[at : at + size]
             at += size
             assert (stored if size == PAGE else _lzo.decompress(stored, PAGE)) == page
-    # Small pages: there the worst-case LZO output exceeds the page the most.
+        data, sizes = _lzo.zlib_compress_pages(runs, PAGE, rng.randint(0, 9))
+        at = 0
+        for page, size in zip(chosen, sizes, strict=True):
+            stored = data[at : at + size]
+            at += size
+            assert (stored if size == PAGE else zlib.decompress(stored)) == page
+    # Small pages: there the worst-case output exceeds the page the most.
     for page_size in (1, 2, 16, 64, 65536):
         for _ in range(50):
-            data, sizes = _lzo.compress_pages(
-                [rng.randbytes(page_size * rng.randint(0, 8))], page_size
-            )
-            assert sum(sizes) == len(data)
+            for compress in (_lzo.compress_pages, _zlib_level_1):
+                data, sizes = compress([rng.randbytes(page_size * rng.randint(0, 8))], page_size)
+                assert sum(sizes) == len(data)
+
+
+def _zlib_level_1(runs: list[bytes], page_size: int) -> tuple[bytes, list[int]]:
+    return _lzo.zlib_compress_pages(runs, page_size, 1)  # type: ignore[no-any-return]
 
 
 def _hostile_streams(rng: random.Random, pages: list[bytes]) -> None:
@@ -55,6 +65,7 @@ def _threads(pages: list[bytes]) -> None:
     def work() -> None:
         for _ in range(200):
             _lzo.compress_pages([b"".join(pages)] * 4, PAGE)
+            _lzo.zlib_compress_pages([b"".join(pages)] * 4, PAGE, 1)
 
     threads = [threading.Thread(target=work) for _ in range(4)]
     for thread in threads:
@@ -65,11 +76,18 @@ def _threads(pages: list[bytes]) -> None:
 
 def _bad_arguments() -> None:
     for runs in ([b"x" * 5], [b"", None], [1], "text"):
+        for compress in (_lzo.compress_pages, _zlib_level_1):
+            try:
+                compress(runs, PAGE)
+            except (ValueError, TypeError):
+                continue
+            raise AssertionError(f"{runs!r} was accepted")
+    for level in (-1, 10):
         try:
-            _lzo.compress_pages(runs, PAGE)
-        except (ValueError, TypeError):
+            _lzo.zlib_compress_pages([bytes(PAGE)], PAGE, level)
+        except ValueError:
             continue
-        raise AssertionError(f"{runs!r} was accepted")
+        raise AssertionError(f"zlib level {level} was accepted")
 
 
 def main() -> None:

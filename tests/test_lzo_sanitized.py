@@ -31,7 +31,7 @@ def test_lzo_binding_is_clean_under_sanitizers(tmp_path: Path) -> None:
     subprocess.run(
         ["gcc", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
          "-fno-omit-frame-pointer", "-shared", "-fPIC", f"-I{sysconfig.get_paths()['include']}",
-         str(REPO / "capture/dumpfile/_lzo.c"), "-llzo2", "-o", str(module)],
+         str(REPO / "capture/dumpfile/_lzo.c"), "-llzo2", "-lz", "-o", str(module)],
         check=True,
     )  # fmt: skip
     environment = {

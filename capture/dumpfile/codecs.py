@@ -46,10 +46,19 @@ class Codec(NamedTuple):
 
 
 def _zlib(page_size: int) -> StorePages:
-    # Level 1, as makedumpfile's Z_BEST_SPEED; zlib.compress keeps the wrapper.
-    compress = zlib.compress
-    each: _CompressEach = lambda pages: list(map(compress, pages, repeat(1)))  # noqa: E731
-    return _store_each(each, page_size)
+    # Level 1, as makedumpfile's Z_BEST_SPEED; the RFC 1950 wrapper kept.
+    try:
+        from capture.dumpfile._lzo import zlib_compress_pages
+    except ImportError:  # without the extension: one zlib.compress call per page
+        compress = zlib.compress
+        each: _CompressEach = lambda pages: list(map(compress, pages, repeat(1)))  # noqa: E731
+        return _store_each(each, page_size)
+
+    def store(runs: Sequence[Buffer]) -> tuple[list[bytes], list[int]]:
+        data, sizes = zlib_compress_pages(runs, page_size, 1)
+        return [data], sizes
+
+    return store
 
 
 def _zstd(page_size: int) -> StorePages:

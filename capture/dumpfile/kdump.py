@@ -282,7 +282,8 @@ class _PageStream:
         self._sink, self._outcome, self._progress = sink, outcome, progress
         self._store, self._pool, self._flag = store, pool, flag
         self._queued: deque[Callable[[], None]] = deque()
-        self._queue_depth = 2 * self._pool.threads if self._pool else 0
+        # One batch (~1 MiB) in flight per worker, and two waiting: each costs memory.
+        self._queue_depth = self._pool.threads + 2 if self._pool else 0
         self._page_size = vmcore.page_size
         self._zero = bytes(self._page_size)
         self._pending: list[bytes] = []
