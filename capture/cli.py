@@ -43,7 +43,8 @@ class _Failure(Exception):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command and return its exit status."""
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser(argv).parse_args(argv)
     logging.basicConfig(format="%(levelname)s: %(message)s", level=args.log_level)
     command: Callable[[argparse.Namespace], int | None] = args.command
     try:
@@ -94,10 +95,15 @@ def _end_quietly() -> int:
     return EXIT_CLOSED_PIPE
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The command line's parser. Given ``argv``, only the command it names
+    is added: each parser and argument costs (argparse asks gettext for a
+    translation of each of its own strings), and start-up is a large part of
+    a small dump's time. With none named (--help, a typo) all are."""
     parser = argparse.ArgumentParser(
         prog="kdump-capture",
         description="Read, filter and save Linux crash dumps.",
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument(
@@ -109,12 +115,55 @@ def _parser() -> argparse.ArgumentParser:
         help="log what the engine does",
     )
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+    named = _command_named(argv)
+    for name, (summary, add_arguments) in _COMMANDS.items():
+        if named in (None, name):
+            add_arguments(commands.add_parser(name, help=summary, formatter_class=_HelpFormatter))
+    return parser
 
-    dmesg = commands.add_parser(
-        "dmesg",
-        help="save the crashed kernel's log",
-        description="Write the crashed kernel's log as makedumpfile --dump-dmesg does.",
-    )
+
+def _command_named(argv: Sequence[str] | None) -> str | None:
+    """The command ``argv`` runs: its first word that is no option (the
+    global options take no value); None if that is no command, or if the
+    top-level help is asked for first."""
+    for word in argv or ():
+        if word in ("-h", "--help"):
+            return None
+        if not word.startswith("-"):
+            return word if word in _COMMANDS else None
+    return None
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, minus its import of shutil: argparse makes one
+    for each add_argument (to check the metavar), and each asks
+    shutil.get_terminal_size for the width, which loads shutil with bz2,
+    lzma and fnmatch into every start-up (~5 ms) for help that is rarely
+    printed. The width is found as shutil finds it."""
+
+    def __init__(
+        self, prog: str, indent_increment: int = 2, max_help_position: int = 24,
+        width: int | None = None,
+    ) -> None:  # fmt: skip
+        super().__init__(prog, indent_increment, max_help_position, width or _columns() - 2)
+
+
+def _columns() -> int:
+    """$COLUMNS, else the terminal's width, else 80 (shutil.get_terminal_size's rule)."""
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+def _dmesg_arguments(dmesg: argparse.ArgumentParser) -> None:
+    dmesg.description = "Write the crashed kernel's log as makedumpfile --dump-dmesg does."
     dmesg.add_argument("vmcore", metavar="VMCORE", help="/proc/vmcore or a saved vmcore")
     dmesg.add_argument(
         "output", metavar="OUTPUT", nargs="?", help="file to write (default: stdout)"
@@ -124,38 +173,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     dmesg.set_defaults(command=_dmesg)
 
-    info = commands.add_parser(
-        "info",
-        help="describe a vmcore",
-        description="Print the crashed kernel's release, crash time, CPUs and memory layout.",
-    )
+
+def _info_arguments(info: argparse.ArgumentParser) -> None:
+    info.description = "Print the crashed kernel's release, crash time, CPUs and memory layout."
     info.add_argument("vmcore", metavar="VMCORE", help="/proc/vmcore or a saved vmcore")
     info.add_argument("--json", action="store_true", help="print one JSON object")
     info.set_defaults(command=_info)
-    _add_dump_parser(commands)
-    rebuild = commands.add_parser(
-        "rebuild",
-        help="turn a flattened dump into a regular one",
-        description="Rebuild a flattened (-F) dump into a regular file, like makedumpfile -R.",
-    )
+
+
+def _rebuild_arguments(rebuild: argparse.ArgumentParser) -> None:
+    rebuild.description = "Rebuild a flattened (-F) dump into a regular file, like makedumpfile -R."
     rebuild.add_argument("input", metavar="INPUT", help="flattened dump, or - for stdin")
     rebuild.add_argument(
         "output", metavar="OUTPUT", help="regular dump file to write (-: stdout, a file not a pipe)"
     )
     rebuild.set_defaults(command=_rebuild)
-    _add_check_config_parser(commands)
-    _add_run_parser(commands)
-    _add_save_raw_parser(commands)
-    return parser
 
 
-def _add_save_raw_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    save_raw = commands.add_parser(
-        "save-raw",
-        help="extract a dump from a raw target device (next boot)",
-        description="Rebuild the flattened dump a raw target holds into PATH/YYYY-MM-DD-HH:MM/"
+def _save_raw_arguments(save_raw: argparse.ArgumentParser) -> None:
+    save_raw.description = (
+        "Rebuild the flattened dump a raw target holds into PATH/YYYY-MM-DD-HH:MM/"
         "vmcore and clear the device. No dump, or a filesystem on the device: exit 0; "
-        "a dump cut short: kept as vmcore-incomplete, exit 3.",
+        "a dump cut short: kept as vmcore-incomplete, exit 3."
     )
     save_raw.add_argument(
         "device", metavar="DEVICE", nargs="?",
@@ -173,14 +212,12 @@ def _add_save_raw_parser(commands: argparse._SubParsersAction[argparse.ArgumentP
     save_raw.set_defaults(command=_save_raw)
 
 
-def _add_run_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    run = commands.add_parser(
-        "run",
-        help="capture: what the capture kernel runs",
-        description="Save the crashed kernel's log and dump to the target kdump.conf "
+def _run_arguments(run: argparse.ArgumentParser) -> None:
+    run.description = (
+        "Save the crashed kernel's log and dump to the target kdump.conf "
         "names, run the hooks, then the final or failure action. Exit status 0: the "
         "dump was saved whole; 3: only part of it (the log, an incomplete or "
-        "stepped-down dump); 1: nothing.",
+        "stepped-down dump); 1: nothing."
     )
     run.add_argument("--config", metavar="FILE", default="/etc/kdump.conf",
                      help="kdump.conf to follow (default: /etc/kdump.conf)")  # fmt: skip
@@ -205,15 +242,11 @@ def _add_run_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser
     run.set_defaults(command=_run)
 
 
-def _add_check_config_parser(
-    commands: argparse._SubParsersAction[argparse.ArgumentParser],
-) -> None:
-    check = commands.add_parser(
-        "check-config",
-        help="list every problem of a kdump.conf",
-        description="Check a kdump.conf as strictly as kdumpctl does at start, and check "
+def _check_config_arguments(check: argparse.ArgumentParser) -> None:
+    check.description = (
+        "Check a kdump.conf as strictly as kdumpctl does at start, and check "
         "that only root can change the hooks and extra_bins. Prints one FILE:LINE line "
-        "per problem; exit status 1 if there is any.",
+        "per problem; exit status 1 if there is any."
     )
     check.add_argument(
         "file", metavar="FILE", nargs="?", default="/etc/kdump.conf",
@@ -226,15 +259,13 @@ def _add_check_config_parser(
     check.set_defaults(command=_check_config)
 
 
-def _add_dump_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    dump = commands.add_parser(
-        "dump",
-        help="write a filtered dump (kdump-compressed or ELF)",
-        description="Filter a vmcore's pages by dump level and write a dump file "
+def _dump_arguments(dump: argparse.ArgumentParser) -> None:
+    dump.description = (
+        "Filter a vmcore's pages by dump level and write a dump file "
         f"(kdump-compressed, {DEFAULT_CODEC} unless a flag names another codec; or ELF). "
         "The flags mean what they mean to makedumpfile. Exit status 0: the dump is whole; "
         "3: it is INCOMPLETE (the disk filled up, or the vmcore lacks pages it lists), "
-        "marked so, and readable as far as it goes; 1: failure; 2: usage error.",
+        "marked so, and readable as far as it goes; 1: failure; 2: usage error."
     )
     dump.add_argument("vmcore", metavar="VMCORE", help="/proc/vmcore or a saved ELF vmcore")
     dump.add_argument("output", metavar="OUTPUT", help="dump file to write (- with -F: stdout)")
@@ -497,3 +528,15 @@ def _describe(summary: Summary) -> str:
         ranges,
     ]
     return "\n".join(lines)
+
+
+_COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
+    "dmesg": ("save the crashed kernel's log", _dmesg_arguments),
+    "info": ("describe a vmcore", _info_arguments),
+    "dump": ("write a filtered dump (kdump-compressed or ELF)", _dump_arguments),
+    "rebuild": ("turn a flattened dump into a regular one", _rebuild_arguments),
+    "check-config": ("list every problem of a kdump.conf", _check_config_arguments),
+    "run": ("capture: what the capture kernel runs", _run_arguments),
+    "save-raw": ("extract a dump from a raw target device (next boot)", _save_raw_arguments),
+}
+"""Each command: its line in the top-level help, and what adds its arguments."""

@@ -72,6 +72,26 @@ def test_start_up_loads_only_what_the_parser_needs() -> None:
     assert "capture.filter.classify" not in loaded
 
 
+def test_parsing_a_command_line_loads_no_shutil() -> None:
+    """argparse's own formatter imports shutil (with bz2 and lzma) for the
+    terminal width at every add_argument; ours does not."""
+    parse = (
+        "import sys; from capture.cli import _parser; "
+        "argv = ['dump', '-l', 'vmcore', 'out']; _parser(argv).parse_args(argv); "
+        "print('shutil' in sys.modules)"
+    )
+    result = subprocess.run([sys.executable, "-c", parse], capture_output=True, text=True)
+    assert result.stdout == "False\n", result.stderr
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["-h", "dump"]])
+def test_the_top_level_help_lists_every_command(argv: list[str]) -> None:
+    result = run(*argv)
+    assert result.returncode == 0
+    for command in ("dmesg", "info", "dump", "rebuild", "check-config", "run", "save-raw"):
+        assert f"    {command}" in result.stdout
+
+
 def vmcore_61() -> str:
     [core] = [core for core in shared_cores() if core.release.startswith("6.1.")]
     return str(core.vmcore)
