@@ -218,12 +218,13 @@ class _HeaderFields:
 
     def __init__(self, vmcore: Vmcore, level: DumpLevel, codec: Codec, layout: KdumpLayout):
         self._vmcore, self._level, self._codec, self._layout = vmcore, level, codec, layout
+        self._uts = _utsname(vmcore)  # once: an unreadable one is warned about once
 
     def pack(self, incomplete: bool) -> bytes:
         vmcore, layout = self._vmcore, self._layout
         status = self._codec.flag | (STATUS_INCOMPLETE if incomplete else 0)
         return HEADER.pack(
-            SIGNATURE, HEADER_VERSION, _utsname(vmcore),
+            SIGNATURE, HEADER_VERSION, self._uts,
             _crashtime(vmcore), 0,
             status, layout.block_size, layout.sub_header_blocks, layout.bitmap_blocks,
             min(layout.max_pfn, 2**32 - 1), 0, 0, 0, 0, vmcore.cpus,
