@@ -183,18 +183,19 @@ def _write_cycles(
     only the bitmaps (their space is reserved), so what was written reads."""
     for cycle in filtered.cycles():
         if not outcome.incomplete:
-            try:
-                pages.write_cycle(cycle)
-            except NoSpaceError as error:
-                log.error("%s; the dump is incomplete", error)
-                outcome.incomplete = True
+            _until_full(outcome, partial(pages.write_cycle, cycle))
         _write_bitmaps(sink, layout, cycle)
     if not outcome.incomplete:
-        try:
-            pages.finish()
-        except NoSpaceError as error:
-            log.error("%s; the dump is incomplete", error)
-            outcome.incomplete = True
+        _until_full(outcome, pages.finish)
+
+
+def _until_full(outcome: DumpOutcome, step: Callable[[], None]) -> None:
+    """Do ``step``; a full target (or the run's deadline) makes the dump incomplete."""
+    try:
+        step()
+    except NoSpaceError as error:
+        log.error("%s; the dump is incomplete", error)
+        outcome.incomplete = True
 
 
 def _write_bitmaps(sink: Sink, layout: KdumpLayout, cycle: FilterResult) -> None:
