@@ -231,15 +231,17 @@ def _run_arguments(run: argparse.ArgumentParser) -> None:
         default="/kdumproot",
         help="where to mount a target that is not mounted (default: /kdumproot)",
     )
-    run.add_argument(
-        "--kdump-dir",
-        metavar="DIR",
-        default="/etc/kdump",
-        help="where pre.d, post.d and emergency.d are (default: /etc/kdump)",
-    )
+    _kdump_dir_argument(run)
     run.add_argument("--no-action", action="store_true",
                      help="do everything but the final or failure action; print it")  # fmt: skip
     run.set_defaults(command=_run)
+
+
+def _kdump_dir_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--kdump-dir", metavar="DIR", default="/etc/kdump",
+        help="where the pre.d, post.d and emergency.d hooks are (default: /etc/kdump)",
+    )  # fmt: skip
 
 
 def _check_config_arguments(check: argparse.ArgumentParser) -> None:
@@ -252,10 +254,7 @@ def _check_config_arguments(check: argparse.ArgumentParser) -> None:
         "file", metavar="FILE", nargs="?", default="/etc/kdump.conf",
         help="the file to check (default: /etc/kdump.conf)",
     )  # fmt: skip
-    check.add_argument(
-        "--kdump-dir", metavar="DIR", default="/etc/kdump",
-        help="where the pre.d, post.d and emergency.d hooks are (default: /etc/kdump)",
-    )  # fmt: skip
+    _kdump_dir_argument(check)
     check.set_defaults(command=_check_config)
 
 
