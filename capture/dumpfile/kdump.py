@@ -185,6 +185,7 @@ def _write_cycles(
         if not outcome.incomplete:
             _until_full(outcome, partial(pages.write_cycle, cycle))
         _write_bitmaps(sink, layout, cycle)
+        del cycle  # before the next cycle is made: one cycle's bitmaps at a time
     if not outcome.incomplete:
         _until_full(outcome, pages.finish)
 
@@ -199,10 +200,13 @@ def _until_full(outcome: DumpOutcome, step: Callable[[], None]) -> None:
 
 
 def _write_bitmaps(sink: Sink, layout: KdumpLayout, cycle: FilterResult) -> None:
-    """One cycle's part of bitmap1 and bitmap2, where the whole ones go."""
+    """One cycle's part of bitmap1 and bitmap2, where the whole ones go, in
+    pieces (a copy of a whole cycle's bitmap would double its memory)."""
     at = cycle.bitmap1.start // 8
-    sink.write_at(layout.bitmap1_offset + at, bytes(cycle.bitmap1.data))
-    sink.write_at(layout.bitmap2_offset + at, bytes(cycle.bitmap2.data))
+    for offset, data in ((layout.bitmap1_offset, cycle.bitmap1.data),
+                         (layout.bitmap2_offset, cycle.bitmap2.data)):  # fmt: skip
+        for piece in range(0, len(data), _FLUSH_BYTES):
+            sink.write_at(offset + at + piece, bytes(data[piece : piece + _FLUSH_BYTES]))
 
 
 def _pad_bitmaps(sink: Sink, layout: KdumpLayout) -> None:

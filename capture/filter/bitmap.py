@@ -12,6 +12,7 @@ from collections.abc import Iterator
 __all__ = ("Bitmap",)
 
 _CHUNK_BITS = 1 << 16
+_FILL_BYTES = 1 << 20
 
 
 class Bitmap:
@@ -128,7 +129,10 @@ class Bitmap:
         if start & 7:
             self._mask_byte(first, (0xFF << (start & 7)) & 0xFF, value)
             first += 1
-        self.data[first:last] = (b"\xff" if value else b"\0") * (last - first)
+        fill = (b"\xff" if value else b"\0") * min(last - first, _FILL_BYTES)
+        for at in range(first, last, _FILL_BYTES):  # no temporary the size of the range
+            end_at = min(last, at + _FILL_BYTES)
+            self.data[at:end_at] = fill[: end_at - at]
         if end & 7:
             self._mask_byte(last, (1 << (end & 7)) - 1, value)
 

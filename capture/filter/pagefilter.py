@@ -88,6 +88,9 @@ def filter_cycles(
         if walk is not None:
             walk.fill(result)
         yield result
+        # Not held while the next cycle is made: two cycles' bitmaps at once
+        # would be twice the budget.
+        del result, bitmap1
         problems = []
 
 
@@ -187,6 +190,7 @@ class FilteredPages:
             self._count(result)
             for name, pages in result.stats.counts().items():
                 setattr(self.stats, name, getattr(self.stats, name) + pages)
+            del result  # before the next cycle is made (see filter_cycles)
 
     def _count(self, result: FilterResult) -> None:
         self.dumpable += result.bitmap2.count()
