@@ -20,6 +20,7 @@ from collections.abc import Callable
 
 from capture.agent.config import DeviceBy, FilesystemTarget
 from capture.agent.targets import DumpEntry, TargetError, Waiting
+from capture.agent.targets.devices import wait_for_device
 from capture.dumpfile.sink import FileSink
 
 __all__ = ("LocalDumpDir", "LocalTarget", "find_device", "mount_of")
@@ -27,8 +28,6 @@ __all__ = ("LocalDumpDir", "LocalTarget", "find_device", "mount_of")
 log = logging.getLogger("capture")
 
 DEFAULT_MOUNT_ROOT = "/kdumproot"
-_BY_TAG = {DeviceBy.LABEL: "/dev/disk/by-label", DeviceBy.UUID: "/dev/disk/by-uuid"}
-_RETRY_SECONDS = 0.5
 _READ_BACK_BYTES = 1 << 20
 _MOUNT_SECONDS = 60
 
@@ -187,33 +186,9 @@ def find_device(target: FilesystemTarget, wait: Waiting) -> str:
 
     :raises TargetError: when it did not appear while ``wait`` allowed.
     """
-    spec = target.device
-    if spec.by is DeviceBy.TAG:
-        return spec.name
-    while True:
-        node = _resolve(spec.by, spec.name)
-        if node is not None:
-            return node
-        if not wait(_RETRY_SECONDS):
-            raise TargetError(
-                f"{spec}: no such device appeared; check the name with blkid, "
-                "and that the capture kernel has its disk driver (extra_modules)"
-            )
-
-
-def _resolve(by: DeviceBy, name: str) -> str | None:
-    if by in _BY_TAG:
-        link = os.path.join(_BY_TAG[by], name)
-        if os.path.exists(link):
-            return os.path.realpath(link)
-        token = f"{by.value}={name}"
-        # No cache (-c /dev/null): a loop device or disk reused since the
-        # cache was written would be looked up under its old label.
-        found = subprocess.run(["blkid", "-c", "/dev/null", "-o", "device", "-t", token],
-                               capture_output=True, text=True, check=False)  # fmt: skip
-        nodes = found.stdout.split()
-        return nodes[0] if found.returncode == 0 and nodes else None
-    return name if os.path.exists(name) else None
+    if target.device.by is DeviceBy.TAG:
+        return target.device.name
+    return wait_for_device(target.device, wait, partitions=False)
 
 
 def mount_of(device: str) -> str | None:

@@ -35,6 +35,12 @@ from typing import NamedTuple
 
 from capture.agent.config import Device, DeviceBy, RawTarget
 from capture.agent.targets import DumpDir, DumpEntry, DumpFile, TargetError, Waiting
+from capture.agent.targets.devices import (
+    APPEAR_TIMEOUT,
+    DISK_DIR,
+    resolve_device,
+    wait_for_device,
+)
 from capture.dumpfile.sink import FLAT_HEADER_SIZE, FLAT_SIGNATURE, NoSpaceError
 from capture.errors import CaptureError, CorruptError
 
@@ -55,10 +61,6 @@ __all__ = (
 
 log = logging.getLogger(__name__)
 
-DISK_DIR = "/dev/disk"
-APPEAR_TIMEOUT = 90.0
-"""Seconds a device may take to appear: systemd's default device timeout."""
-_RETRY_SECONDS = 1.0
 _BLOCK = 4 << 20
 """Bytes gathered before a write to the device: large writes, few system calls."""
 _PAGE = 4096
@@ -88,72 +90,6 @@ def parse_device(text: str) -> Device:
     if text.startswith("/"):
         return Device(DeviceBy.NODE, text)
     raise TargetError(f"'{text}' is not a device: give a /dev path, LABEL=name or UUID=uuid")
-
-
-def resolve_device(device: Device, disk_dir: str = DISK_DIR, blkid: str = "blkid") -> str | None:
-    """The device node ``device`` names now, or None if it is not there (yet).
-
-    A raw device rarely keeps a filesystem label (the first dump overwrites
-    it), so ``LABEL=``/``UUID=`` also match a GPT partition's name and UUID:
-    udev's links first, then blkid's own probe where udev has none (the
-    capture initramfs, containers).
-    """
-    if device.by is DeviceBy.NODE:
-        return device.name if _is_block_device(device.name) else None
-    tags = ("LABEL", "PARTLABEL") if device.by is DeviceBy.LABEL else ("UUID", "PARTUUID")
-    for tag in tags:
-        link = os.path.join(disk_dir, f"by-{tag.lower()}", device.name)
-        if _is_block_device(link):
-            return os.path.realpath(link)
-    for tag in tags:
-        found = _blkid_lookup(blkid, tag, device.name)
-        if found is not None:
-            return found
-    return None
-
-
-def _blkid_lookup(blkid: str, tag: str, value: str) -> str | None:
-    """``blkid -t TAG=value``, probing afresh (a cache may name a device that
-    has been written over since)."""
-    try:
-        found = subprocess.run(
-            [blkid, "-c", "/dev/null", "-l", "-o", "device", "-t", f"{tag}={value}"],
-            capture_output=True, text=True, timeout=30, check=False,
-        )  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    node = found.stdout.strip()
-    return node if found.returncode == 0 and _is_block_device(node) else None
-
-
-def _is_block_device(path: str) -> bool:
-    try:
-        return stat.S_ISBLK(os.stat(path).st_mode)
-    except OSError:
-        return False
-
-
-def wait_for_device(
-    device: Device,
-    wait: Waiting,
-    timeout: float = APPEAR_TIMEOUT,
-    disk_dir: str = DISK_DIR,
-) -> str:
-    """Resolve ``device``, trying again while ``wait`` allows, at most ``timeout`` s.
-
-    :raises TargetError: when it has not appeared by then.
-    """
-    waited = 0.0
-    while True:
-        node = resolve_device(device, disk_dir)
-        if node is not None:
-            return node
-        if waited >= timeout or not wait(_RETRY_SECONDS):
-            raise TargetError(
-                f"{device}: no such block device (waited {waited:.0f} s); check the raw "
-                "line of kdump.conf (a /dev/disk/by-id/... name survives a reboot)"
-            )
-        waited += _RETRY_SECONDS
 
 
 def sleeping_wait(seconds: float) -> bool:
