@@ -12,13 +12,22 @@ from its start): a vmcore holds every secret the machine had in memory.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
 from capture.dumpfile.sink import Sink
 from capture.errors import CaptureError
 
-__all__ = ("DumpDir", "DumpEntry", "DumpFile", "Target", "TargetError", "Waiting")
+__all__ = (
+    "DumpDir",
+    "DumpEntry",
+    "DumpFile",
+    "Target",
+    "TargetError",
+    "Waiting",
+    "new_directory",
+)
 
 
 class TargetError(CaptureError):
@@ -66,6 +75,24 @@ class DumpEntry(NamedTuple):
     name: str
     mtime: float
     """Seconds since the epoch."""
+
+
+def new_directory(path: str) -> str:
+    """Create ``path`` (0700), or ``path-2``, ``path-3``, ... if it exists:
+    an earlier dump's directory is never written into.
+
+    :raises TargetError: when it cannot be created.
+    """
+    for suffix in range(1, 1000):
+        candidate = path if suffix == 1 else f"{path}-{suffix}"
+        try:
+            os.mkdir(candidate, 0o700)
+        except FileExistsError:
+            continue
+        except OSError as error:
+            raise TargetError(f"{candidate}: cannot create it: {error.strerror}") from None
+        return candidate
+    raise TargetError(f"{path}: 999 dump directories of this name already exist")
 
 
 Waiting = Callable[[float], bool]

@@ -19,7 +19,7 @@ import subprocess
 from collections.abc import Callable
 
 from capture.agent.config import DeviceBy, FilesystemTarget
-from capture.agent.targets import DumpEntry, TargetError, Waiting
+from capture.agent.targets import DumpEntry, TargetError, Waiting, new_directory
 from capture.agent.targets.devices import wait_for_device
 from capture.dumpfile.sink import FileSink
 
@@ -119,17 +119,7 @@ class LocalTarget:
     def make_dump_dir(self, name: str) -> LocalDumpDir:
         """A new directory: a second capture in the same second gets ``-2``,
         never the first one's files."""
-        path = os.path.join(self.dump_root, name)
-        for suffix in range(2, 100):
-            try:
-                os.mkdir(path, 0o700)
-            except FileExistsError:
-                path = os.path.join(self.dump_root, f"{name}-{suffix}")
-                continue
-            except OSError as error:
-                raise TargetError(f"{path}: cannot create it: {error.strerror}") from None
-            return LocalDumpDir(path)
-        raise TargetError(f"{path}: too many dump directories of the same name")
+        return LocalDumpDir(new_directory(os.path.join(self.dump_root, name)))
 
     def free_bytes(self) -> int | None:
         try:

@@ -34,7 +34,14 @@ from collections.abc import Callable
 from typing import NamedTuple
 
 from capture.agent.config import Device, DeviceBy, RawTarget
-from capture.agent.targets import DumpDir, DumpEntry, DumpFile, TargetError, Waiting
+from capture.agent.targets import (
+    DumpDir,
+    DumpEntry,
+    DumpFile,
+    TargetError,
+    Waiting,
+    new_directory,
+)
 from capture.agent.targets.devices import (
     APPEAR_TIMEOUT,
     DISK_DIR,
@@ -590,15 +597,7 @@ def _new_dump_dir(crash_dir: str, now: datetime.datetime) -> str:
     """``<crash_dir>/<YYYY-MM-DD-HH:MM>`` (0700), or ``...-2``, ``-3`` if taken:
     an earlier dump is never written over."""
     os.makedirs(crash_dir, mode=0o700, exist_ok=True)
-    base = os.path.join(crash_dir, now.strftime("%Y-%m-%d-%H:%M"))
-    for attempt in range(1, 1000):
-        directory = base if attempt == 1 else f"{base}-{attempt}"
-        try:
-            os.mkdir(directory, 0o700)
-        except FileExistsError:
-            continue
-        return directory
-    raise CaptureError(f"{base}: 999 dump directories of this minute already exist")
+    return new_directory(os.path.join(crash_dir, now.strftime("%Y-%m-%d-%H:%M")))
 
 
 def _extract(node: str, output: str, directory: str) -> tuple[bool, int]:
