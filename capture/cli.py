@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from capture import __version__
-from capture.dumpfile.codecs import CODECS
+from capture.dumpfile.codecs import CODECS, DEFAULT_CODEC, MAKEDUMPFILE_FLAGS
 from capture.errors import CaptureError
 from capture.filter.levels import DumpLevel, parse_dump_level
 
@@ -30,9 +30,6 @@ __all__ = ("main",)
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
 EXIT_CLOSED_PIPE = 128 + 13
 """128 + SIGPIPE: what a shell reports for a tool a closed pipe ended."""
-DEFAULT_CODEC = "zstd"
-"""dump's codec when no flag names one: every current reader knows it, and it
-is both faster and smaller than zlib (makedumpfile's default is no codec)."""
 
 log = logging.getLogger("capture")
 
@@ -273,7 +270,7 @@ def _dump_arguments(dump: argparse.ArgumentParser) -> None:
         help="dump level 0-31: 1 zero, 2 cache, 4 private cache, 8 user data, 16 free (default 31)",
     )  # fmt: skip
     codecs = dump.add_mutually_exclusive_group()
-    for flag, name in (("-c", "zlib"), ("-l", "lzo"), ("-p", "snappy"), ("-z", "zstd")):
+    for flag, name in MAKEDUMPFILE_FLAGS.items():
         default = " (the default)" if name == DEFAULT_CODEC else ""
         codecs.add_argument(
             flag, dest="codec", action="store_const", const=name,

@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING, NamedTuple
 
 from capture.agent.config import Config, NfsTarget, RawTarget, SshTarget, Target
+from capture.dumpfile.codecs import MAKEDUMPFILE_FLAGS
 from capture.filter.levels import DumpLevel, parse_dump_level
 
 if TYPE_CHECKING:
@@ -77,7 +78,6 @@ _LONG = {
         True,
     ),
 }  # fmt: skip
-_CODECS = {"-c": "zlib", "-l": "lzo", "-p": "snappy", "-z": "zstd"}
 _IGNORED = {
     "-D", "-f", "-b", "--non-mmap", "--work-dir", "--show-stats", "--splitblock-size",
 }  # fmt: skip
@@ -281,7 +281,7 @@ def _rewritten(words: tuple[str, ...], streaming: bool, auto_threads: int | None
 
 
 def _codec_flag(codec: str) -> str:
-    return next(flag for flag, name in _CODECS.items() if name == codec)
+    return next(flag for flag, name in MAKEDUMPFILE_FLAGS.items() if name == codec)
 
 
 def _options(args: tuple[str, ...], problems: list[str]) -> Iterator[tuple[str, str | None]]:
@@ -361,8 +361,8 @@ def _positional(word: str) -> str:
 
 def _apply(flag: str, value: str | None, flags: _Flags) -> None:
     """What one flag means to the engine."""
-    if flag in _CODECS:
-        flags.codec = _CODECS[flag]  # makedumpfile too: the last codec flag wins
+    if flag in MAKEDUMPFILE_FLAGS:
+        flags.codec = MAKEDUMPFILE_FLAGS[flag]  # makedumpfile too: the last codec flag wins
     elif flag == "-E":
         flags.elf = True
     elif flag == "-F":

@@ -24,7 +24,24 @@ from typing import NamedTuple, cast
 
 from capture.errors import UnsupportedError
 
-__all__ = ("CODECS", "Buffer", "Codec", "StorePages", "codec_by_name")
+__all__ = (
+    "CODECS", "DEFAULT_CODEC", "FLAG_LZO", "FLAG_SNAPPY", "FLAG_ZLIB", "FLAG_ZSTD",
+    "MAKEDUMPFILE_FLAGS", "Buffer", "Codec", "StorePages", "codec_by_name",
+)  # fmt: skip
+
+# A page descriptor's DUMP_DH_COMPRESSED_* bits (makedumpfile's diskdump_mod.h);
+# none set: the page is stored as it is.
+FLAG_ZLIB = 0x1
+FLAG_LZO = 0x2
+FLAG_SNAPPY = 0x4
+FLAG_ZSTD = 0x20
+
+DEFAULT_CODEC = "zstd"
+"""The codec when no flag names one: every current reader knows it, and it is
+both faster and smaller than zlib (makedumpfile's default is no codec)."""
+
+MAKEDUMPFILE_FLAGS = {"-c": "zlib", "-l": "lzo", "-p": "snappy", "-z": "zstd"}
+"""makedumpfile's codec options, which ``dump`` and core_collector share."""
 
 Buffer = bytes | bytearray | memoryview
 StorePages = Callable[[Sequence[Buffer]], tuple[list[bytes], list[int]]]
@@ -137,11 +154,11 @@ def _store_each(compress: _CompressEach, page_size: int) -> StorePages:
 
 
 CODECS: dict[str, Codec] = {
-    "zlib": Codec("zlib", 0x1, _zlib),
-    "lzo": Codec("lzo", 0x2, _lzo),
-    "snappy": Codec("snappy", 0x4, _snappy),
-    "zstd": Codec("zstd", 0x20, _zstd),
-    "none": Codec("none", 0x0, _none),
+    "zlib": Codec("zlib", FLAG_ZLIB, _zlib),
+    "lzo": Codec("lzo", FLAG_LZO, _lzo),
+    "snappy": Codec("snappy", FLAG_SNAPPY, _snappy),
+    "zstd": Codec("zstd", FLAG_ZSTD, _zstd),
+    "none": Codec("none", 0, _none),
 }
 
 

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any, BinaryIO, NamedTuple
 
-from capture.dumpfile.codecs import codec_by_name
+from capture.dumpfile.codecs import DEFAULT_CODEC, codec_by_name
 from capture.dumpfile.kdump import write_kdump
 from capture.dumpfile.outcome import DumpOutcome
 from capture.dumpfile.sink import FileSink, FlattenedSink, Sink
@@ -34,7 +34,8 @@ class DumpOptions(NamedTuple):
     """What kind of dump to write."""
 
     level: DumpLevel = DumpLevel(31)
-    codec: str = "zstd"
+    codec: str = DEFAULT_CODEC
+    """For a kdump-compressed dump: an ELF dump stores pages as they are."""
     elf: bool = False
     flattened: bool = False
     threads: int = 1
@@ -43,6 +44,11 @@ class DumpOptions(NamedTuple):
     """Bytes the two bitmaps may take before the filter works in cycles
     (makedumpfile's --cyclic-buffer, for both); None: 40% of the memory
     available, at most 32 MiB. An ELF dump always holds them whole."""
+
+    @property
+    def stored_codec(self) -> str:
+        """The codec pages are stored with: ``none`` for any ELF dump."""
+        return "none" if self.elf else self.codec
 
 
 class DumpReport(NamedTuple):
@@ -62,7 +68,7 @@ class DumpReport(NamedTuple):
             "dump_level": int(options.level),
             "format": "elf" if options.elf else "kdump",
             "flattened": options.flattened,
-            "codec": "none" if options.elf else options.codec,
+            "codec": options.stored_codec,
             "pages": self.stats.report(),
             "bytes_written": self.outcome.bytes_written,
             "seconds": round(self.seconds, 3),
@@ -123,7 +129,7 @@ class DumpPlan:
     def __init__(self, vmcore: Vmcore, options: DumpOptions) -> None:
         self.started = time.monotonic()
         self.vmcore, self.options = vmcore, options
-        self.codec = codec_by_name("none" if options.elf else options.codec)
+        self.codec = codec_by_name(options.stored_codec)
         self.store = self.codec.make(vmcore.page_size)
         budget = options.bitmap_budget
         if options.elf:

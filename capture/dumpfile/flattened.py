@@ -1,23 +1,20 @@
 """Reading makedumpfile's flattened format back (``makedumpfile -R``).
 
-A flattened stream is a 4096-byte header, then records ``(offset, size,
-bytes)`` in big-endian, then an end marker of sixteen 0xff bytes
-(spec/formats.md 4.3). Rebuilding writes each record's bytes at its offset.
+The stream's layout is :mod:`capture.dumpfile.flatformat`'s; rebuilding
+writes each record's bytes at its offset.
 """
 
 from __future__ import annotations
 
 import os
-import struct
 from collections.abc import Callable
 from typing import BinaryIO
 
-from capture.dumpfile.sink import FLAT_HEADER_SIZE, FLAT_SIGNATURE
+from capture.dumpfile import flatformat
 from capture.errors import CorruptError
 
 __all__ = ("rebuild",)
 
-_RECORD = struct.Struct(">qq")
 _COPY = 1 << 20
 
 
@@ -29,8 +26,8 @@ def rebuild(stream: BinaryIO, output: str) -> int:
     :raises OSError: naming ``output`` when it cannot be written, or is a
         pipe (records go back to their offsets, so it must be seekable).
     """
-    header = _read_exactly(stream, FLAT_HEADER_SIZE, "the flattened header")
-    if header[:16] != FLAT_SIGNATURE:
+    header = _read_exactly(stream, flatformat.HEADER_SIZE, "the flattened header")
+    if header[:16] != flatformat.SIGNATURE:
         raise CorruptError("not a flattened dump (no makedumpfile signature)")
     fd = _open_seekable(output)
     try:
@@ -57,16 +54,12 @@ def _open_seekable(output: str) -> int:
 def _write_records(stream: BinaryIO, fd: int, output: str) -> int:
     """Each record's bytes at its offset, up to the end marker; the size they make."""
     size = 0
-    while True:
-        offset, length = _RECORD.unpack(_read_exactly(stream, _RECORD.size, "a record header"))
-        if offset == -1 and length == -1:
-            return size
-        if offset < 0 or length <= 0:
-            raise CorruptError(f"bad flattened record: offset {offset}, size {length}")
+    for offset, length in flatformat.records(stream.read):
         for done in range(0, length, _COPY):
             chunk = _read_exactly(stream, min(_COPY, length - done), "record data")
             _named(output, os.pwrite, fd, chunk, offset + done)
         size = max(size, offset + length)
+    return size
 
 
 def _named(output: str, call: Callable[..., object], *args: object) -> None:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import bisect
 import os
-import struct
 import zlib
 from collections import OrderedDict
 from typing import Protocol
 
+from capture.dumpfile import flatformat
+from capture.dumpfile.codecs import FLAG_LZO, FLAG_SNAPPY, FLAG_ZLIB, FLAG_ZSTD
 from capture.dumpfile.kdump import DESCRIPTOR, HEADER, SIGNATURE, STATUS_INCOMPLETE, SUB_HEADER
-from capture.dumpfile.sink import FLAT_HEADER_SIZE, FLAT_SIGNATURE
 from capture.errors import CorruptError, NoDataError, UnsupportedError
 from capture.filter.bitmap import Bitmap
 from capture.vmcore.arch import ARCHITECTURES
@@ -25,7 +25,6 @@ from capture.vmcore.kernel import Vmcore
 
 __all__ = ("FlattenedFile", "KdumpCore", "dump_format", "open_dump")
 
-_RECORD = struct.Struct(">qq")
 _RANK_BLOCK = 4096
 _PAGES_CACHED = 64
 
@@ -58,7 +57,7 @@ def dump_format(path: str) -> str | None:
         magic = file.read(16)
     if magic.startswith(SIGNATURE):
         return KDUMP_COMPRESSED
-    if magic == FLAT_SIGNATURE:
+    if magic == flatformat.SIGNATURE:
         return FLATTENED
     if magic.startswith(b"DISKDUMP"):
         return DISKDUMP
@@ -104,17 +103,9 @@ class FlattenedFile:
 
     def _index(self) -> None:
         file = self._file
-        file.seek(FLAT_HEADER_SIZE)
+        file.seek(flatformat.HEADER_SIZE)
         records = []
-        while True:
-            header = file.read(_RECORD.size)
-            if len(header) < _RECORD.size:
-                raise CorruptError("the flattened stream has no end marker: it was cut short")
-            offset, length = _RECORD.unpack(header)
-            if offset == -1 and length == -1:
-                break
-            if offset < 0 or length <= 0:
-                raise CorruptError(f"bad flattened record: offset {offset}, size {length}")
+        for offset, length in flatformat.records(file.read):
             records.append((offset, length, file.tell()))
             file.seek(length, os.SEEK_CUR)
         records.sort()
@@ -246,15 +237,15 @@ def _decompress(data: bytes, flags: int, page_size: int, pfn: int) -> bytes:
     try:
         if flags == 0:
             page = data
-        elif flags & 0x20:
+        elif flags & FLAG_ZSTD:
             page = _unzstd(data, page_size)
-        elif flags & 0x1:
+        elif flags & FLAG_ZLIB:
             page = zlib.decompress(data)
-        elif flags & 0x2:
+        elif flags & FLAG_LZO:
             from capture.dumpfile import _lzo
 
             page = _lzo.decompress(data, page_size)
-        elif flags & 0x4:
+        elif flags & FLAG_SNAPPY:
             import cramjam
 
             page = bytes(cramjam.snappy.decompress_raw(data))

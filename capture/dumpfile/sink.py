@@ -3,7 +3,7 @@
 Writers only ever say "put these bytes at this offset". A seekable file does
 exactly that; a flattened stream (for ssh, pipes and raw devices) wraps each
 write as a record that ``makedumpfile -R`` or ``kdump-capture rebuild`` puts
-back in place (spec/formats.md 4.3). So two writers times two sinks need no
+back in place (:mod:`capture.dumpfile.flatformat`). So two writers times two sinks need no
 special cases.
 """
 
@@ -11,17 +11,13 @@ from __future__ import annotations
 
 import errno
 import os
-import struct
 from typing import BinaryIO, Protocol
 
+from capture.dumpfile import flatformat
 from capture.errors import CaptureError
 
-__all__ = ("FLAT_HEADER_SIZE", "FileSink", "FlattenedSink", "NoSpaceError", "Sink")
+__all__ = ("FileSink", "FlattenedSink", "NoSpaceError", "Sink")
 
-FLAT_SIGNATURE = b"makedumpfile\0\0\0\0"
-FLAT_HEADER_SIZE = 4096
-_RECORD = struct.Struct(">qq")
-_END_MARKER = b"\xff" * 16
 _NO_COPY_RANGE = (errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EBADF)
 
 
@@ -126,13 +122,13 @@ class FlattenedSink:
 
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
-        stream.write(FLAT_SIGNATURE + struct.pack(">qq", 1, 1).ljust(FLAT_HEADER_SIZE - 16, b"\0"))
+        stream.write(flatformat.HEADER)
 
     def write_at(self, offset: int, data: bytes) -> None:
         if not data:
             return  # a zero-length record ends makedumpfile -R and libkdumpfile early
         try:
-            self._stream.write(_RECORD.pack(offset, len(data)))
+            self._stream.write(flatformat.RECORD.pack(offset, len(data)))
             self._stream.write(data)
         except OSError as error:
             if error.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
@@ -147,5 +143,5 @@ class FlattenedSink:
         return False
 
     def close(self) -> None:
-        self._stream.write(_END_MARKER)
+        self._stream.write(flatformat.END_MARKER)
         self._stream.flush()

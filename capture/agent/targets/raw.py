@@ -48,7 +48,8 @@ from capture.agent.targets.devices import (
     resolve_device,
     wait_for_device,
 )
-from capture.dumpfile.sink import FLAT_HEADER_SIZE, FLAT_SIGNATURE, NoSpaceError
+from capture.dumpfile import flatformat
+from capture.dumpfile.sink import NoSpaceError
 from capture.errors import CaptureError, CorruptError
 
 __all__ = (
@@ -72,9 +73,6 @@ _BLOCK = 4 << 20
 """Bytes gathered before a write to the device: large writes, few system calls."""
 _PAGE = 4096
 _ZERO_PAGE = bytes(_PAGE)
-_RECORD = struct.Struct(">qq")
-_END_MARKER = b"\xff" * 16
-_FLAT_HEADER = (FLAT_SIGNATURE + struct.pack(">qq", 1, 1)).ljust(FLAT_HEADER_SIZE, b"\0")
 CLEARED_BYTES = 1 << 20
 """What save-raw zeroes at the device's start: the flattened header and every
 place a filesystem probe looks (btrfs at 64 KiB), so a cleared device looks
@@ -149,7 +147,7 @@ def _read_head(node: str, size: int) -> bytes:
 
 
 def _holds_stream(head: bytes) -> bool:
-    return head[:16] == FLAT_SIGNATURE
+    return head[:16] == flatformat.SIGNATURE
 
 
 # Is anything using it? ------------------------------------------------------
@@ -313,7 +311,7 @@ class RawStreamFile:
         self._highest = 0
         """The end of the dump file so far: a write below it is metadata."""
         self._fd = _open_exclusive(node, os.O_WRONLY)
-        self._buffer = bytearray(_FLAT_HEADER)
+        self._buffer = bytearray(flatformat.HEADER)
         self._written = 0
         """Bytes of the stream on the device; the buffer follows them."""
         self.full = False
@@ -328,10 +326,10 @@ class RawStreamFile:
     def write_at(self, offset: int, data: bytes) -> None:
         if not data:
             return  # a zero-length record ends makedumpfile -R early
-        limit = self._size - len(_END_MARKER)
+        limit = self._size - len(flatformat.END_MARKER)
         if offset + len(data) > self._highest:  # pages: they make the dump longer
             limit -= self._reserve
-        if self.end + _RECORD.size + len(data) > limit:
+        if self.end + flatformat.RECORD.size + len(data) > limit:
             if self.full:
                 self.dropped += 1
                 log.debug("%s: no room left for %d bytes at %d", self.node, len(data), offset)
@@ -340,7 +338,7 @@ class RawStreamFile:
             log.error("%s is full after %d bytes of the dump stream", self.node, self.end)
             raise NoSpaceError(f"{self.node}: the raw device is full", 0)
         self._highest = max(self._highest, offset + len(data))
-        self._buffer += _RECORD.pack(offset, len(data))
+        self._buffer += flatformat.RECORD.pack(offset, len(data))
         self._buffer += data
         if len(self._buffer) >= _BLOCK:
             self._flush(len(self._buffer) // _PAGE * _PAGE)
@@ -373,7 +371,7 @@ class RawStreamFile:
         if self._fd < 0:
             self._fd = _open_exclusive(self.node, os.O_WRONLY)
         try:
-            self._buffer += _END_MARKER
+            self._buffer += flatformat.END_MARKER
             self._flush(len(self._buffer), zeros=False)
             os.fsync(self._fd)
         finally:
@@ -479,7 +477,7 @@ class RawDeviceTarget:
         """The device's size less the stream's header, end marker and tail reserve."""
         if self._node is None:
             return None
-        overhead = FLAT_HEADER_SIZE + len(_END_MARKER) + tail_reserve(self._size)
+        overhead = flatformat.HEADER_SIZE + len(flatformat.END_MARKER) + tail_reserve(self._size)
         return max(0, self._size - overhead)
 
     def dumps(self) -> list[DumpEntry]:
@@ -647,7 +645,7 @@ def _clear_header(node: str) -> None:
         length = min(CLEARED_BYTES, os.lseek(fd, 0, os.SEEK_END))
         os.pwrite(fd, bytes(length), 0)
         os.fsync(fd)
-        if os.pread(fd, 16, 0) == FLAT_SIGNATURE:
+        if os.pread(fd, 16, 0) == flatformat.SIGNATURE:
             raise CaptureError(f"{node}: the dump's header could not be cleared")
     finally:
         os.close(fd)
