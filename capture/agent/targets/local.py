@@ -23,7 +23,14 @@ from capture.agent.targets import DumpEntry, TargetError, Waiting, new_directory
 from capture.agent.targets.devices import wait_for_device
 from capture.dumpfile.sink import FileSink
 
-__all__ = ("LocalDumpDir", "LocalTarget", "find_device", "mount_of")
+__all__ = (
+    "DirectoryTarget",
+    "LocalDumpDir",
+    "LocalDumpFile",
+    "LocalTarget",
+    "find_device",
+    "mount_of",
+)
 
 log = logging.getLogger("capture")
 
@@ -77,37 +84,23 @@ class LocalDumpDir:
         return read
 
 
-class LocalTarget:
-    """A local filesystem: the root one (``target`` None) or a device's."""
+class DirectoryTarget:
+    """A target that is a directory tree once mounted: ``<mount>/<path>/``.
 
-    kind = "local"
+    What a local filesystem and an NFS export share once mounted: the dump
+    directories, free space (statvfs) and retention (a listing). A subclass
+    mounts in :meth:`open` and sets :attr:`mount_point`.
+    """
+
     seekable = True
     keeps_files = True
+    address = "127.0.0.1"
+    """The capture kernel's address toward the target (Fedora's ``<ip>`` of
+    the dump directory's name): a local target's is the loopback."""
 
-    def __init__(
-        self,
-        target: FilesystemTarget | None,
-        path: str,
-        sysroot: str = "/sysroot",
-        mount_root: str = DEFAULT_MOUNT_ROOT,
-    ) -> None:
-        self._target, self._path = target, path
-        self._sysroot, self._mount_root = sysroot, mount_root
-        self.where = f"{target} at {path}" if target else f"root filesystem: {path}"
+    def __init__(self, path: str) -> None:
+        self._path = path
         self.mount_point: str | None = None
-        self._mounted_here = False
-
-    def open(self, wait: Waiting) -> None:
-        if self._target is None:
-            self.mount_point = self._sysroot
-        else:
-            self.mount_point = self._mount(self._target, wait)
-        _ensure_writable(self.mount_point)
-        root = self.dump_root
-        try:
-            os.makedirs(root, mode=0o700, exist_ok=True)
-        except OSError as error:
-            raise TargetError(f"{root}: cannot create it: {error.strerror}") from None
 
     @property
     def dump_root(self) -> str:
@@ -115,6 +108,19 @@ class LocalTarget:
         if self.mount_point is None:
             raise TargetError("the target is not open")
         return os.path.join(self.mount_point, self._path.lstrip("/"))
+
+    def make_dump_root(self) -> None:
+        """``<mount>/<path>``, writable (remounted read-write if need be).
+
+        :raises TargetError: when it cannot be.
+        """
+        assert self.mount_point is not None
+        _ensure_writable(self.mount_point)
+        root = self.dump_root
+        try:
+            os.makedirs(root, mode=0o700, exist_ok=True)
+        except OSError as error:
+            raise TargetError(f"{root}: cannot create it: {error.strerror}") from None
 
     def make_dump_dir(self, name: str) -> LocalDumpDir:
         """A new directory: a second capture in the same second gets ``-2``,
@@ -141,6 +147,32 @@ class LocalTarget:
 
     def remove_dump(self, name: str) -> None:
         shutil.rmtree(os.path.join(self.dump_root, name))
+
+
+class LocalTarget(DirectoryTarget):
+    """A local filesystem: the root one (``target`` None) or a device's."""
+
+    kind = "local"
+
+    def __init__(
+        self,
+        target: FilesystemTarget | None,
+        path: str,
+        sysroot: str = "/sysroot",
+        mount_root: str = DEFAULT_MOUNT_ROOT,
+    ) -> None:
+        super().__init__(path)
+        self._target = target
+        self._sysroot, self._mount_root = sysroot, mount_root
+        self.where = f"{target} at {path}" if target else f"root filesystem: {path}"
+        self._mounted_here = False
+
+    def open(self, wait: Waiting) -> None:
+        if self._target is None:
+            self.mount_point = self._sysroot
+        else:
+            self.mount_point = self._mount(self._target, wait)
+        self.make_dump_root()
 
     def close(self) -> None:
         if self._mounted_here and self.mount_point:
