@@ -34,6 +34,7 @@ __all__ = (
     "DEPRECATED",
     "DIRECTIVES",
     "FAILURE_ACTIONS",
+    "FALLBACK_TARGETS",
     "FILESYSTEM_TYPES",
     "FINAL_ACTIONS",
     "KDUMP_DIR",
@@ -281,6 +282,10 @@ class Config(NamedTuple):
     crash_loop: Setting[int]
     """``kdump_capture_crash_loop``: this many dumps in the last hour on the
     target means a crash loop, so only the log is saved; 0: never."""
+    fallback: tuple[Setting[Target], ...] = ()
+    """``kdump_capture_fallback TARGET-LINE``, repeatable: the targets tried
+    in order after the first one (``target``) when it cannot be reached or
+    does not take the whole dump."""
 
     def hook(self, stage: HookStage) -> Setting[str] | None:
         """The ``kdump_pre``/``kdump_post``/``kdump_emergency`` executable."""
@@ -301,8 +306,8 @@ class ParsedConfig(NamedTuple):
     strict_only: list[Problem]
 
 
-# Our own directives: one prefix, each name says what it sets. A later one
-# (kdump_capture_fallback, ordered fallback targets) will be repeatable.
+# Our own directives: one prefix, each name says what it sets.
+# kdump_capture_fallback (below, with the targets) is the repeatable one.
 _OURS: dict[str, tuple[str, int]] = {
     "kdump_capture_deadline": ("deadline", 0),
     "kdump_capture_stall_timeout": ("stall_timeout", 300),
@@ -387,6 +392,9 @@ def parse_config(text: str, file: str) -> ParsedConfig:
         if reading.advice:
             strict_only.append(Problem(origin, reading.advice))
         for field, parsed in reading.assignments:
+            if field == "fallback":  # repeatable: each line adds a target, in order
+                fields[field] = (*fields[field], Setting(parsed, origin))
+                continue
             earlier = first_seen.setdefault(field, (directive, origin))
             if earlier[1] != origin:
                 strict_only.append(_repeated(field, directive, origin, earlier))
@@ -406,6 +414,7 @@ def _defaults(file: str) -> dict[str, Any]:
         force_rebuild=Setting(False, default),
         force_no_rebuild=Setting(False, default),
         auto_reset_crashkernel=Setting(True, default),
+        fallback=(),
     )
     for field, value in _OURS.values():
         fields[field] = Setting(value, default)
@@ -574,6 +583,26 @@ def _nfs(directive: str, value: str) -> _Reading:
     return _Reading((("target", NfsTarget(host, export)),))
 
 
+FALLBACK_TARGETS = (*FILESYSTEM_TYPES, "raw", "nfs", "ssh")
+"""The target directives a ``kdump_capture_fallback`` line may hold."""
+
+
+def _fallback(directive: str, value: str) -> _Reading:
+    """``kdump_capture_fallback ext4 LABEL=crash``: a target line, read as one."""
+    inner, _, rest = value.partition(" ")
+    if inner not in FALLBACK_TARGETS:
+        raise _Bad(
+            f"{directive} '{value}' is not a target line; write a target as on its own "
+            "line, e.g. 'kdump_capture_fallback ext4 LABEL=crash' or "
+            "'kdump_capture_fallback nfs host:/export'"
+        )
+    rest = rest.strip()
+    if not rest:
+        raise _Bad(f"{directive} {inner} has no value; {_USAGE.get(inner, 'give one')}")
+    [(_, target)] = DIRECTIVES[inner](inner, rest).assignments
+    return _Reading((("fallback", target),))
+
+
 def _dracut_args(directive: str, value: str) -> _Reading:
     """The arguments as written; a ``--mount`` among them is also the dump target."""
     if "--mount" not in value:
@@ -612,6 +641,7 @@ DIRECTIVES: dict[str, Callable[[str, str], _Reading]] = {
     "nfs": _nfs,
     "ssh": _ssh,
     "dracut_args": _dracut_args,
+    "kdump_capture_fallback": _fallback,
     "path": _one("path", _path),
     "core_collector": _one("core_collector", _text),
     "kdump_pre": _one("kdump_pre", _text),
@@ -645,4 +675,5 @@ _USAGE = {
     "raw": "write 'raw /dev/disk/by-id/...'",
     "ssh": "write 'ssh user@host'",
     "nfs": "write 'nfs host:/export'",
+    "kdump_capture_fallback": "write a target line, e.g. 'kdump_capture_fallback ext4 LABEL=crash'",
 }  # fmt: skip
