@@ -51,6 +51,7 @@ def check_config(path: str = DEFAULT_CONFIG, kdump_dir: str = KDUMP_DIR) -> list
     checker = _Checker(parsed.config)
     checker.problems += parsed.skipped + parsed.strict_only
     checker.collector()
+    checker.fallbacks()
     checker.rebuild_flags()
     for stage in HookStage:
         checker.hook(stage)
@@ -96,6 +97,23 @@ class _Checker:
             codec_by_name(codec).make(4096)
         except UnsupportedError as error:
             self.add(origin, f"core_collector: {error}; or choose another codec flag")
+
+    def fallbacks(self) -> None:
+        """Each ``kdump_capture_fallback``: a target not named before, and one
+        the collector can write to (the same core_collector line serves all)."""
+        config = self.config
+        seen = {config.target.value: config.target.origin} if config.target else {}
+        line = config.core_collector.value if config.core_collector else None
+        for setting in config.fallback:
+            target, origin = setting.value, setting.origin
+            if target in seen:
+                first = seen[target].line
+                self.add(origin, f"kdump_capture_fallback {target} names the same target as "
+                         f"line {first}; a target is tried once: remove one")  # fmt: skip
+                continue
+            seen[target] = origin
+            for message in map_collector(line, target, cpus=1).problems:
+                self.add(origin, f"for this fallback target: {message}")
 
     def rebuild_flags(self) -> None:
         rebuild, no_rebuild = self.config.force_rebuild, self.config.force_no_rebuild
