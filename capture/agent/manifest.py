@@ -5,23 +5,51 @@ says otherwise, so a run that dies leaves a true record) and rewritten after
 each step, so a reader always finds what happened so far: the crashed
 kernel, the panic line, the dump's level, format and codec, the target, each
 file with its size and sha256, each step with its time, and the action.
+
+With fallback targets (``kdump_capture_fallback``) each target reached has a
+dump directory and a manifest of its own: the same run (status, steps,
+notes, and ``attempts``: each target tried, what happened and why), with
+``target`` and ``files`` saying what is in that directory.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NamedTuple
 
 from capture import __version__
+from capture.errors import CaptureError
 
-__all__ = ("Manifest", "Sha256Sink")
+__all__ = ("Attempt", "Manifest", "Sha256Sink")
+
+log = logging.getLogger("capture")
 
 MANIFEST = "manifest.json"
 COMPLETE, INCOMPLETE, FAILED = "complete", "incomplete", "failed"
+
+Save = Callable[[bytes, bool], None]
+
+
+class _Place:
+    """A dump directory the manifest is saved in, and what it holds."""
+
+    def __init__(self, save: Save, target: Any, files: dict[str, Any]) -> None:
+        self.save, self.target, self.files = save, target, files
+
+
+class Attempt(NamedTuple):
+    """One target tried: where, what happened, why."""
+
+    target: dict[str, str]
+    dump_dir: str | None
+    outcome: str
+    """``unreachable``, ``dump saved``, ``dump failed``, ``log only``, ..."""
+    why: str | None
 
 
 class Manifest:
@@ -32,7 +60,7 @@ class Manifest:
 
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
-        self._save: Callable[[bytes, bool], None] | None = None
+        self._places: list[_Place] = []
         self.data: dict[str, Any] = {
             "kdump_capture": __version__,
             "status": FAILED,
@@ -47,12 +75,19 @@ class Manifest:
             "files": {},
             "steps": [],
             "notes": [],
+            "attempts": [],
             "action": None,
         }
 
-    def attach(self, save: Callable[[bytes, bool], None]) -> None:
-        """Save to ``save`` from now on, starting now."""
-        self._save = save
+    def attach(self, save: Save) -> None:
+        """Save to ``save`` too from now on, starting now: a dump directory,
+        whose files are those recorded from now on."""
+        self.data["files"] = {}
+        self._places.append(_Place(save, self.data["target"], self.data["files"]))
+        self.save()
+
+    def attempt(self, attempt: Attempt) -> None:
+        self.data["attempts"].append(attempt._asdict())
         self.save()
 
     def update(self, **fields: Any) -> None:
@@ -90,8 +125,16 @@ class Manifest:
             self.save()
 
     def save(self, durable: bool = False) -> None:
-        if self._save is not None:
-            self._save(json.dumps(self.data, indent=2).encode() + b"\n", durable)
+        """Into every dump directory; one that cannot be written any more (its
+        server died) is left out from then on: a record is never the reason
+        a run stops."""
+        for place in list(self._places):
+            data = dict(self.data, target=place.target, files=place.files)
+            try:
+                place.save(json.dumps(data, indent=2).encode() + b"\n", durable)
+            except (OSError, CaptureError) as error:
+                log.warning("%s cannot be saved there any more: %s", MANIFEST, error)
+                self._places.remove(place)
 
 
 class Sha256Sink:
