@@ -282,6 +282,12 @@ class Config(NamedTuple):
     crash_loop: Setting[int]
     """``kdump_capture_crash_loop``: this many dumps in the last hour on the
     target means a crash loop, so only the log is saved; 0: never."""
+    network_timeout: Setting[int]
+    """``kdump_capture_network_timeout``: seconds to wait for a route to a
+    network target's server and for it to take the connection (Fedora: 600)."""
+    ssh_format: Setting[str]
+    """``kdump_capture_ssh_format``: ``vmcore``, the random-access dump
+    written over SFTP, or ``flat``, Fedora's flattened ``vmcore.flat``."""
     fallback: tuple[Setting[Target], ...] = ()
     """``kdump_capture_fallback TARGET-LINE``, repeatable: the targets tried
     in order after the first one (``target``) when it cannot be reached or
@@ -314,7 +320,11 @@ _OURS: dict[str, tuple[str, int]] = {
     "kdump_capture_hook_timeout": ("hook_timeout", 300),
     "kdump_capture_keep_dumps": ("keep_dumps", 0),
     "kdump_capture_crash_loop": ("crash_loop", 3),
+    "kdump_capture_network_timeout": ("network_timeout", 600),
 }
+SSH_FORMATS = ("vmcore", "flat")
+"""``kdump_capture_ssh_format`` values, the default first."""
+
 
 DEPRECATED = {
     "net": "write 'nfs host:/export' or 'ssh user@host' instead",
@@ -414,6 +424,7 @@ def _defaults(file: str) -> dict[str, Any]:
         force_rebuild=Setting(False, default),
         force_no_rebuild=Setting(False, default),
         auto_reset_crashkernel=Setting(True, default),
+        ssh_format=Setting(SSH_FORMATS[0], default),
         fallback=(),
     )
     for field, value in _OURS.values():
@@ -569,6 +580,13 @@ def _ssh(directive: str, value: str) -> _Reading:
     return _Reading((("target", SshTarget(user, host)),))
 
 
+def _ssh_format(value: str) -> str:
+    if value not in SSH_FORMATS:
+        raise _Bad(f"kdump_capture_ssh_format '{value}' is not vmcore or flat; write vmcore "
+                   "(the dump readable as it is) or flat (Fedora's vmcore.flat)")  # fmt: skip
+    return value
+
+
 def _nfs(directive: str, value: str) -> _Reading:
     if value.startswith("["):
         host, closed, rest = value[1:].partition("]")
@@ -661,6 +679,9 @@ DIRECTIVES: dict[str, Callable[[str, str], _Reading]] = {
     "force_no_rebuild": _flag("0", "1"),
     "auto_reset_crashkernel": _flag("no", "yes"),
     **{directive: _count for directive in _OURS},
+    "kdump_capture_ssh_format": lambda directive, value: _Reading(
+        (("ssh_format", _ssh_format(value)),)
+    ),
 }
 """Every directive understood, each with what reads its value."""
 
