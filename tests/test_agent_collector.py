@@ -333,13 +333,15 @@ def test_cat_to_a_stream_gets_the_vmcore_alone(target: Target) -> None:
     assert choice.collector.arguments("/proc/vmcore", "ignored") == ["cat", "/proc/vmcore"]
 
 
-def test_scp_to_ssh_gets_the_remote_file() -> None:
-    choice = map_collector("scp", SSH, cpus=1)
+def test_scp_to_ssh_is_the_whole_vmcore_over_the_targets_sftp() -> None:
+    """Fedora's scp copies the vmcore unfiltered: here every page as ELF,
+    written by the engine through the target's own connection."""
+    choice = map_collector("scp", SSH, cpus=4)
     assert choice.problems == []
-    assert isinstance(choice.collector, ExternalCollector)
-    assert not choice.collector.to_stdout
-    remote = "kdump@backup.example.com:/var/crash/10.0.0.5-2026-01-01-00:00:00/vmcore-incomplete"
-    assert choice.collector.arguments("/proc/vmcore", remote) == ["scp", "/proc/vmcore", remote]
+    assert isinstance(choice.collector, EngineCollector)
+    options = choice.collector.options
+    facts = (int(options.level), options.elf, options.codec, options.flattened)
+    assert facts == (0, True, "none", False)
 
 
 def test_any_other_command_runs_as_written() -> None:

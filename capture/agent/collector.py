@@ -23,8 +23,12 @@ memory, and the user's number says how much they can spare.
 Any other command (``cp``, ``cat``, ``scp``, ...) runs as Fedora runs it
 (:class:`ExternalCollector`): split on blanks, with two arguments (the vmcore
 and the file to write) for a filesystem target, and with the vmcore alone,
-writing to stdout, for a streaming one; ``scp`` to an ssh target gets the
-remote file as its second argument.
+writing to stdout, for a streaming one. ``scp`` to an ssh target is
+Fedora's whole, unfiltered copy of the vmcore, named ``vmcore``: here the
+engine writes it over the target's own SFTP connection (no scp binary, no
+second login) as an ELF dump of every page (level 0, nothing compressed),
+which holds what the copy holds; its headers are the engine's, so it is not
+byte for byte the source file.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ __all__ = (
     "EngineCollector",
     "ExternalCollector",
     "collector_for",
+    "copies_whole_vmcore",
     "default_collector",
     "map_collector",
 )
@@ -185,7 +190,29 @@ def map_collector(
     streaming = target is not None and target.streams
     if os.path.basename(words[0]) == "makedumpfile":
         return _engine(words, streaming, cpus)
+    if os.path.basename(words[0]) == "scp" and isinstance(target, SshTarget):
+        return _whole_copy(words)
     return _external(words, target)
+
+
+def copies_whole_vmcore(config: Config) -> bool:
+    """Whether the collector is ``scp`` to an ssh target: the whole vmcore."""
+    line = config.core_collector.value if config.core_collector else ""
+    first = line.split()[0] if line.split() else ""
+    target = config.target.value if config.target else None
+    return os.path.basename(first) == "scp" and isinstance(target, SshTarget)
+
+
+def _whole_copy(words: tuple[str, ...]) -> CollectorChoice:
+    """``scp`` to an ssh target: every page, as an ELF file at its offsets."""
+    from capture.dumpfile.dump import DumpOptions
+
+    problems = []
+    if len(words) > 1:
+        problems.append(f"core_collector scp: its options ({' '.join(words[1:])}) are not "
+                        "used; the target's ssh settings are (ssh_config, sshkey)")  # fmt: skip
+    options = DumpOptions(level=DumpLevel(0), codec="none", elf=True, flattened=False)
+    return CollectorChoice(EngineCollector(options, "scp (the whole vmcore, over SFTP)"), problems)
 
 
 def _external(words: tuple[str, ...], target: Target | None) -> CollectorChoice:

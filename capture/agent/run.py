@@ -458,6 +458,17 @@ def _target_for(config: Config, env: RunEnvironment) -> TargetPlace:
         from capture.agent.targets.raw import RawDeviceTarget
 
         return RawDeviceTarget(target)
+    from capture.agent.config import SshTarget
+
+    if isinstance(target, SshTarget):
+        from capture.agent.collector import copies_whole_vmcore
+        from capture.agent.targets.ssh import SftpTarget
+
+        # scp's copy is an ELF file, written at its offsets: never flattened
+        flat = config.ssh_format.value == "flat" and not copies_whole_vmcore(config)
+        return SftpTarget(target, path, config.sshkey.value, flattened=flat,
+                          network_seconds=config.network_timeout.value,
+                          known_hosts=os.path.join(env.kdump_dir, "known_hosts"))  # fmt: skip
     raise TargetError(f"{target}: this target is not supported yet; use a local or raw target")
 
 
