@@ -13,6 +13,13 @@ Fedora's names (c), read top to bottom in :meth:`_Run.capture`:
 7. ``vmcore-incomplete``, synced, renamed ``vmcore`` only when whole;
 8. retention of old dumps;
 
+With ``kdump_capture_fallback`` lines, steps 3 to 8 are taken on each
+target in order (:meth:`_Run.save_with_fallback`): the log goes to every
+target that can be reached, the dump to the first that takes it whole; a
+target that cannot be reached, or fails or fills up during the dump, is
+recorded in the manifest's ``attempts`` and the next one is tried, while the
+run's deadline allows. Without them the run is Fedora's, one target.
+
 then, whatever happened (:meth:`_Run.end`): on failure emergency.d and
 ``kdump_emergency``; post.d and ``kdump_post`` with the status; the manifest
 completed; ``kexec-dmesg.log``; the failure or final action, named on the
@@ -29,9 +36,24 @@ from typing import TYPE_CHECKING, NamedTuple, TextIO
 
 from capture.agent.actions import Actions
 from capture.agent.collector import EngineCollector, ExternalCollector, collector_for
-from capture.agent.config import Action, Config, FilesystemTarget, RawTarget, Target
+from capture.agent.config import (
+    Action,
+    Config,
+    FilesystemTarget,
+    NfsTarget,
+    RawTarget,
+    Target,
+)
 from capture.agent.hooks import HookFacts, Hooks
-from capture.agent.manifest import COMPLETE, FAILED, INCOMPLETE, MANIFEST, Manifest, sha256_of
+from capture.agent.manifest import (
+    COMPLETE,
+    FAILED,
+    INCOMPLETE,
+    MANIFEST,
+    Attempt,
+    Manifest,
+    sha256_of,
+)
 from capture.agent.runlog import RunLog
 from capture.agent.space import (
     crash_loop,
@@ -39,7 +61,7 @@ from capture.agent.space import (
     remove_old_dumps,
     stronger_codec,
 )
-from capture.agent.targets import DumpDir, TargetError
+from capture.agent.targets import DumpDir, TargetError, Waiting
 from capture.agent.targets import Target as TargetPlace
 from capture.agent.watchdog import Deadline, WatchedFile
 from capture.errors import CaptureError
@@ -75,6 +97,8 @@ class RunEnvironment(NamedTuple):
     """Where the progress line goes (None: none)."""
     clock: Callable[[], float] = time.time
     sleep: Callable[[float], None] = time.sleep
+    fstab: str = "/etc/fstab"
+    """Where an NFS target's mount options are looked up (Fedora's fstab entry)."""
 
 
 class RunResult(NamedTuple):
@@ -112,10 +136,21 @@ class _Run:
         self.facts = HookFacts(vmcore=env.vmcore, config=config.file)
         self.target: TargetPlace | None = None
         self.dump_dir: DumpDir | None = None
+        self.opened: list[TargetPlace] = []
+        """Every target opened (or tried), to be closed at the end."""
+        self.reached: list[tuple[TargetPlace, DumpDir]] = []
+        """Every target with a dump directory, for kexec-dmesg.log."""
+        self.target_config = config
+        """The config with the target being tried as its target (fallback)."""
         self.log_saved = False
         self.dump_state: str | None = None
         """``complete``, ``incomplete``, ``skipped`` once the dump step ran."""
+        self.dump_problem: str | None = None
+        """Why the dump did not go whole onto this target, when the target is
+        to blame (full, stalled, failed): the next target may take it."""
         self.vetoed = False
+        self.dump_holder: DumpDir | None = None
+        """The dump directory that holds the whole dump, once one does."""
         self.test_id = _test_id(env.cmdline)
         self.kernel_log: bytes | None = None
 
@@ -126,7 +161,10 @@ class _Run:
         self.kernel_log = self._crash_facts()
         if self._pre_hooks_veto():
             return
-        self.save(_target_for(self.config, self.env))
+        if self.config.fallback:
+            self.save_with_fallback()
+        else:
+            self.save(_target_for(self.config, self.env))
 
     def save(self, target: TargetPlace) -> None:
         """Steps 3 to 8 onto ``target`` (again onto the root filesystem for
@@ -138,6 +176,75 @@ class _Run:
             return
         self._save_dump()
         self._apply_retention()
+
+    def save_with_fallback(self) -> None:
+        """Each target in order (``kdump_capture_fallback``): the log to every
+        one reached, the dump to the first that takes it whole; each attempt
+        in the manifest."""
+        dump_wanted = True
+        for number, setting in enumerate((self.config.target, *self.config.fallback), 1):
+            self.target_config = self.config._replace(target=setting)
+            # each target that is mounted here gets a mount point of its own
+            root = self.env.mount_root if number == 1 else f"{self.env.mount_root}-{number}"
+            place = _target_for(self.target_config, self.env._replace(mount_root=root))
+            if self.deadline.passed():
+                why = "the run's deadline (kdump_capture_deadline) had passed"
+                attempt = Attempt(_describe(place), None, "not tried", why)
+            else:
+                attempt = self._attempt_on(place, dump_wanted)
+            log.info("%s: %s%s", place.where, attempt.outcome,
+                     f" ({attempt.why})" if attempt.why else "")  # fmt: skip
+            self.manifest.attempt(attempt)
+            dump_wanted = dump_wanted and attempt.outcome == "dump failed"
+        self._point_at_the_dump()
+
+    def _attempt_on(self, place: TargetPlace, dump_wanted: bool) -> Attempt:
+        """Steps 3 to 8 on one target of the fallback, said as an :class:`Attempt`.
+
+        A target that only gets the log (the dump is elsewhere already) is
+        tried once, not waited for.
+        """
+        self.dump_problem = None
+        try:
+            self._open_target(place, None if dump_wanted else _no_wait)
+        except (CaptureError, OSError) as error:
+            return Attempt(_describe(place), None, "unreachable", str(error))
+        try:
+            self._make_dump_dir()
+            self._save_kernel_log(self.kernel_log)
+            if dump_wanted and not self._crash_loop():
+                self._save_dump()
+            self._apply_retention()
+        except (CaptureError, OSError) as error:
+            log.error("%s: %s", place.where, error)
+            self.manifest.note(f"{place.where}: {error}")
+            self.dump_problem = self.dump_problem or str(error)
+        here = self.reached[-1][1] if self.reached and self.reached[-1][0] is place else None
+        where = here.where if here is not None else None
+        if not dump_wanted:
+            outcome = "log saved" if where is not None else "failed"
+            return Attempt(_describe(place), where, outcome, self.dump_problem)
+        if here is not None and self.dump_holder is here:
+            return Attempt(_describe(place), where, "dump saved", None)
+        if self.dump_problem is not None:
+            return Attempt(_describe(place), where, "dump failed", self.dump_problem)
+        # Not the target's fault (a crash loop, pages missing from the vmcore):
+        # another target would do no better.
+        return Attempt(_describe(place), where, f"dump {self.dump_state}", None)
+
+    def _point_at_the_dump(self) -> None:
+        """After the fallback: the hooks see the target that holds the dump
+        (else the last one reached)."""
+        holder = next((pair for pair in self.reached if pair[1] is self.dump_holder), None)
+        if holder is None and self.reached:
+            holder = self.reached[-1]
+        if holder is None:
+            return
+        self.target, self.dump_dir = holder
+        manifest = os.path.join(self.dump_dir.where, MANIFEST)
+        target = f"{self.target.kind}:{self.target.where}"
+        self.facts = self.facts._replace(target=target, dump_dir=self.dump_dir.where,
+                                         manifest=manifest)  # fmt: skip
 
     def _crash_facts(self) -> bytes | None:
         """What the hooks and the manifest say about the crash; its log."""
@@ -160,19 +267,23 @@ class _Run:
             self.manifest.note("kdump_pre failed: no dump, the final action follows (as Fedora)")
         return self.vetoed
 
-    def _open_target(self, target: TargetPlace) -> None:
+    def _open_target(self, target: TargetPlace, wait: Waiting | None = None) -> None:
         self.target = target
+        self.opened.append(target)
         self.facts = self.facts._replace(target=f"{self.target.kind}:{self.target.where}")
-        self.manifest.update(target={"kind": self.target.kind, "where": self.target.where})
+        self.manifest.update(target=_describe(target))
         with self.manifest.step("open target"):
-            self.target.open(self._wait)
+            self.target.open(wait or self._wait)
         log.info("target: %s", self.target.where)
 
     def _make_dump_dir(self) -> None:
         assert self.target is not None
-        name = _dump_dir_name(self.env.clock(), LOCAL_IP, self.test_id)
+        # A network target knows our address toward its server (Fedora's <ip>).
+        address = getattr(self.target, "address", LOCAL_IP)
+        name = _dump_dir_name(self.env.clock(), address, self.test_id)
         with self.manifest.step("dump directory"):
             self.dump_dir = self.target.make_dump_dir(name)
+        self.reached.append((self.target, self.dump_dir))
         self.facts = self.facts._replace(dump_dir=self.dump_dir.where)
         log.info("saving to %s", self.dump_dir.where)
         if self.test_id is not None:
@@ -210,7 +321,7 @@ class _Run:
         return True
 
     def _save_dump(self) -> None:
-        collector = collector_for(self.config, self.env.cpus)
+        collector = collector_for(self.target_config, self.env.cpus)
         if isinstance(collector, ExternalCollector):
             self._save_dump_with(collector)
             return
@@ -254,6 +365,7 @@ class _Run:
                f"{estimate.bytes / 1e6:.1f} MB even compressed harder): the log only")  # fmt: skip
         log.error("%s", why)
         self.manifest.note(f"step-down: {why}")
+        self.dump_problem = why
         return None
 
     def _write_dump(self, plan: DumpPlan) -> None:
@@ -276,6 +388,8 @@ class _Run:
             if report.outcome.incomplete:
                 file.close()
                 self.dump_state = INCOMPLETE
+                if not report.outcome.unreadable:  # the target's fault, not the vmcore's
+                    self.dump_problem = file.ended or "the target ran out of space"
                 self._record_file(DUMP_TEMP, INCOMPLETE)
                 return
             file.sync()
@@ -283,6 +397,7 @@ class _Run:
             final = "vmcore" if self.target.seekable else "vmcore.flat"
             self.dump_dir.publish(DUMP_TEMP, final)
         self.dump_state = COMPLETE
+        self.dump_holder = self.dump_dir
         self._record_file(final)
 
     def _save_dump_with(self, collector: ExternalCollector) -> None:
@@ -304,6 +419,7 @@ class _Run:
                 raise CaptureError(f"{argv[0]} exited with {done.returncode}")
             self.dump_dir.publish(DUMP_TEMP, "vmcore")
         self.dump_state = COMPLETE
+        self.dump_holder = self.dump_dir
         self._record_file("vmcore")
 
     def _apply_retention(self) -> None:
@@ -346,10 +462,11 @@ class _Run:
 
     def _leave(self) -> None:
         """kexec-dmesg.log saved last (its last line names the action), then
-        the target let go (unmounted)."""
+        the targets let go (unmounted)."""
         self._save_run_log()
-        if self.target is not None:
-            self._safely("close target", self.target.close)
+        for target in self.opened:
+            self._safely("close target", target.close)
+        self.opened = []
 
     def _dump_to_rootfs(self, status: int) -> int:
         """The failure action dump_to_rootfs: the same capture onto the root
@@ -363,6 +480,7 @@ class _Run:
         log.info("dump_to_rootfs: saving onto the root filesystem at %s", root)
         self._leave()
         self.dump_dir, self.dump_state, self.log_saved = None, None, False
+        self.reached, self.target_config = [], self.config._replace(target=None)
         self.manifest = Manifest(self.env.clock)
         try:
             self.save(LocalTarget(None, self.config.path.value, sysroot=root))
@@ -396,13 +514,16 @@ class _Run:
             self.dump_dir.write_file(TEST_STATUS, f"{word} {self.test_id}\n".encode())
 
     def _save_run_log(self) -> None:
-        """kexec-dmesg.log: this run's log."""
-        if self.dump_dir is None or self.target is None or not self.target.keeps_files:
+        """kexec-dmesg.log: this run's log, in every dump directory."""
+        places = [(target, directory) for target, directory in self.reached if target.keeps_files]
+        if not places:
             return
-        try:
-            self.dump_dir.write_file(RUN_LOG, self.runlog.text(self._capture_kernel_log()))
-        except (OSError, CaptureError) as error:
-            log.error("cannot save %s: %s", RUN_LOG, error)
+        text = self.runlog.text(self._capture_kernel_log())
+        for _target, directory in places:
+            try:
+                directory.write_file(RUN_LOG, text)
+            except (OSError, CaptureError) as error:
+                log.error("cannot save %s in %s: %s", RUN_LOG, directory.where, error)
 
     def _capture_kernel_log(self) -> str | None:
         """In the capture kernel, its own log (``dmesg -T``), as Fedora keeps it."""
@@ -458,6 +579,11 @@ def _target_for(config: Config, env: RunEnvironment) -> TargetPlace:
         from capture.agent.targets.raw import RawDeviceTarget
 
         return RawDeviceTarget(target)
+    if isinstance(target, NfsTarget):
+        from capture.agent.targets.nfs import NfsExportTarget
+
+        return NfsExportTarget(target, path, mount_root=env.mount_root, fstab=env.fstab,
+                               mount_wait=config.network_timeout.value)  # fmt: skip
     from capture.agent.config import SshTarget
 
     if isinstance(target, SshTarget):
@@ -470,6 +596,16 @@ def _target_for(config: Config, env: RunEnvironment) -> TargetPlace:
                           network_seconds=config.network_timeout.value,
                           known_hosts=os.path.join(env.kdump_dir, "known_hosts"))  # fmt: skip
     raise TargetError(f"{target}: this target is not supported yet; use a local or raw target")
+
+
+def _no_wait(seconds: float) -> bool:
+    """A target that only gets the log is tried once: never waited for."""
+    return False
+
+
+def _describe(target: TargetPlace) -> dict[str, str]:
+    """A target as the manifest names it."""
+    return {"kind": target.kind, "where": target.where}
 
 
 def _dump_dir_name(now: float, ip: str, test_id: str | None) -> str:
