@@ -195,7 +195,7 @@ class _Run:
             log.info("%s: %s%s", place.where, attempt.outcome,
                      f" ({attempt.why})" if attempt.why else "")  # fmt: skip
             self.manifest.attempt(attempt)
-            dump_wanted = dump_wanted and attempt.outcome == "dump failed"
+            dump_wanted = dump_wanted and attempt.outcome in ("unreachable", "dump failed")
         self._point_at_the_dump()
 
     def _attempt_on(self, place: TargetPlace, dump_wanted: bool) -> Attempt:
