@@ -16,9 +16,11 @@ from pathlib import Path
 import pytest
 
 from capture.dumpfile.codecs import codec_by_name
+from capture.dumpfile.dump import DumpOptions, DumpPlan
 from capture.dumpfile.kdump import DESCRIPTOR, KdumpLayout, write_kdump
 from capture.dumpfile.sink import FileSink
 from capture.filter import DumpLevel, FilteredPages
+from capture.filter.stats import Category, FilterStats
 from capture.vmcore import Vmcore
 from tests.vmcore_builder import VmcoreBuilder
 
@@ -63,10 +65,10 @@ def test_descriptors_are_written_in_bounded_pieces(tmp_path: Path, level: int) -
         table = (layout.descriptors_offset, layout.data_offset)
         sink = _LargestWrites(str(tmp_path / "dump"), table)
         codec = codec_by_name("zlib")
-        write_kdump(vmcore, filtered, codec, codec.make(4096), sink)
+        outcome = write_kdump(vmcore, filtered, codec, codec.make(4096), sink)
         sink.close()
     assert filtered.dumpable > 200_000  # a table of ~5 MB, if written at once
-    assert filtered.stats.zero > 150_000
+    assert outcome.zero_pages > 150_000
     assert 0 < sink.largest <= ((1 << 15) + 1024) * DESCRIPTOR.size  # plus one batch
 
 
@@ -92,3 +94,26 @@ def test_peak_rss_of_a_zero_heavy_dump(tmp_path: Path) -> None:
         assert status == 0, run.stderr
         assert peak_mb < 60, f"-d {level}: peak RSS {peak_mb} MB"  # 133 MB at -d 1 before
         output.unlink()
+
+
+@pytest.mark.parametrize("elf", [False, True])
+def test_the_writer_counts_zero_pages_in_its_report_not_in_the_filters_stats(
+    tmp_path: Path, elf: bool
+) -> None:
+    vmcore_path = zero_heavy_vmcore(tmp_path / "vmcore", 1)
+    with Vmcore(str(vmcore_path)) as vmcore:
+        plan = DumpPlan(vmcore, DumpOptions(level=DumpLevel(1), elf=elf))
+        sink = FileSink(str(tmp_path / "dump"))
+        report = plan.write(sink)
+        sink.close()
+    assert plan.filtered.stats.zero == 0
+    assert report.stats.zero == report.outcome.zero_pages > 250_000
+    assert report.stats.dumped == report.stats.ram - report.stats.zero
+
+
+def test_a_count_changes_only_through_add() -> None:
+    stats = FilterStats()
+    stats.add(Category.CACHE, 3)
+    with pytest.raises(AttributeError, match=r"FilterStats.add\(Category.ZERO"):
+        stats.zero = 5  # type: ignore[assignment]
+    assert (stats.cache, stats.zero, stats.excluded) == (3, 0, 3)

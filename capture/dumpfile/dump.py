@@ -169,7 +169,7 @@ class DumpPlan:
             log.warning("%s: %s", vmcore.path, problems[-1])
         return DumpReport(
             options=options,
-            stats=filtered.stats,
+            stats=filtered.stats.with_zero_pages(outcome.zero_pages),
             outcome=outcome,
             seconds=time.monotonic() - self.started,
             max_pfn=filtered.max_pfn,

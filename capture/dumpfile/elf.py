@@ -18,8 +18,10 @@ from itertools import compress
 from capture.dumpfile.outcome import DumpOutcome, Progress
 from capture.dumpfile.sink import NoSpaceError, Sink
 from capture.errors import CaptureError
+from capture.filter.bitmap import Bitmap
 from capture.filter.levels import DumpLevel
 from capture.filter.pagefilter import FilterResult
+from capture.vmcore.elf64 import EHDR, PHDR, PN_XNUM, PT_LOAD, PT_NOTE, SHDR
 from capture.vmcore.elfcore import LoadSegment
 from capture.vmcore.kernel import Vmcore
 
@@ -31,10 +33,6 @@ ELF_INCOMPLETE = 0x1
 """e_flags bit makedumpfile sets on a dump cut short (DUMP_ELF_INCOMPLETE)."""
 EXCLUDED_RUN = 256
 """Excluded runs shorter than this stay in the file (makedumpfile's PFN_EXCLUDED)."""
-_EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
-_PHDR = struct.Struct("<IIQQQQQQ")
-_SHDR = struct.Struct("<IIQQQQIIQQ")
-_PT_LOAD, _PT_NOTE, _PN_XNUM = 1, 4, 0xFFFF
 _COPY_BYTES = 1 << 20
 _ZERO_SCAN_PAGES = 256
 
@@ -56,13 +54,13 @@ def write_elf(
     """Write ``vmcore``'s dumpable pages to ``sink`` as an ELF core."""
     outcome = DumpOutcome()
     if filtered.level & DumpLevel.ZERO:
-        _exclude_zero_pages(vmcore, filtered)
+        outcome.zero_pages = _exclude_zero_pages(vmcore, filtered.bitmap2)
     page_size = vmcore.page_size
     loads = [load for seg in _input_loads(vmcore) for load in plan_loads(seg, filtered, page_size)]
     notes = vmcore.core.notes
     phnum = 1 + len(loads)
-    extended = phnum >= _PN_XNUM
-    headers_end = _EHDR.size + _PHDR.size * phnum + (_SHDR.size if extended else 0)
+    extended = phnum >= PN_XNUM
+    headers_end = EHDR.size + PHDR.size * phnum + (SHDR.size if extended else 0)
     offset = headers_end + len(notes)
     for load in loads:
         load.offset = offset if load.filesz else 0
@@ -127,10 +125,13 @@ def _input_loads(vmcore: Vmcore) -> list[LoadSegment]:
     return sorted(vmcore.core.segments, key=lambda segment: segment.offset)
 
 
-def _exclude_zero_pages(vmcore: Vmcore, filtered: FilterResult) -> None:
+def _exclude_zero_pages(vmcore: Vmcore, bitmap2: Bitmap) -> int:
+    """Clear the zero pages from ``bitmap2``, the filter's own: an ELF dump's
+    segments are cut from it, so every zero page must be known before the
+    headers are written. Returns how many there were."""
     page_size = vmcore.page_size
     zero, zero_chunk = bytes(page_size), bytes(_ZERO_SCAN_PAGES * page_size)
-    bitmap2, stats = filtered.bitmap2, filtered.stats
+    found = 0
     for start, end in bitmap2.runs():
         for first in range(start, end, _ZERO_SCAN_PAGES):
             last = min(end, first + _ZERO_SCAN_PAGES)
@@ -140,43 +141,44 @@ def _exclude_zero_pages(vmcore: Vmcore, filtered: FilterResult) -> None:
                 continue  # unreadable pages are not known to be zero: keep them
             if chunk == zero_chunk:
                 bitmap2.clear_range(first, last)
-                stats.zero += last - first
+                found += last - first
                 continue
             pages = (chunk[at : at + page_size] for at in range(0, len(chunk), page_size))
             for pfn in compress(range(first, last), map(zero.__eq__, pages)):
                 bitmap2.clear_range(pfn, pfn + 1)
-                stats.zero += 1
+                found += 1
+    return found
 
 
 def _headers(
     vmcore: Vmcore, loads: list[OutputLoad], notes_at: int, notes_size: int, extended: bool
 ) -> bytes:
-    original = vmcore.core.read_header(_EHDR.size)
-    fields = list(_EHDR.unpack(original))
+    original = vmcore.core.read_header(EHDR.size)
+    fields = list(EHDR.unpack(original))
     phnum = 1 + len(loads)
     # ident, type, machine, version, entry, phoff, shoff, flags, ehsize,
     # phentsize, phnum, shentsize, shnum, shstrndx
-    fields[5] = _EHDR.size
-    fields[6] = _EHDR.size + _PHDR.size * phnum if extended else 0
+    fields[5] = EHDR.size
+    fields[6] = EHDR.size + PHDR.size * phnum if extended else 0
     fields[7] &= ~ELF_INCOMPLETE
-    fields[8], fields[9] = _EHDR.size, _PHDR.size
-    fields[10] = _PN_XNUM if extended else phnum
+    fields[8], fields[9] = EHDR.size, PHDR.size
+    fields[10] = PN_XNUM if extended else phnum
     if extended:
-        fields[11] = _SHDR.size
+        fields[11] = SHDR.size
     fields[12] = 1 if extended else 0
     fields[13] = 0
     note_flags, note_align = vmcore.core.note_phdr
-    note = _PHDR.pack(_PT_NOTE, note_flags, notes_at, 0, 0, notes_size, notes_size, note_align)
-    parts = [_EHDR.pack(*fields), note]
+    note = PHDR.pack(PT_NOTE, note_flags, notes_at, 0, 0, notes_size, notes_size, note_align)
+    parts = [EHDR.pack(*fields), note]
     parts += [_load_phdr(load) for load in loads]
     if extended:  # more than 65534 segments: the real count lives in section 0
-        parts.append(_SHDR.pack(0, 0, 0, 0, 0, 1, 0, phnum, 0, 0))
+        parts.append(SHDR.pack(0, 0, 0, 0, 0, 1, 0, phnum, 0, 0))
     return b"".join(parts)
 
 
 def _load_phdr(load: OutputLoad) -> bytes:
-    return _PHDR.pack(
-        _PT_LOAD,
+    return PHDR.pack(
+        PT_LOAD,
         load.flags,
         load.offset,
         load.vaddr,

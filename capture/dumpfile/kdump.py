@@ -134,8 +134,8 @@ def write_kdump(
     than one of ``threads``, by compressors of its own on worker threads).
 
     Cycle by cycle, the pages then that cycle's part of both bitmaps are
-    written, so only one cycle's bitmaps are ever held. ``filtered.stats.zero``
-    is updated with the zero pages found on the way.
+    written, so only one cycle's bitmaps are ever held. The zero pages found on
+    the way are counted in the outcome.
     """
     page_size = vmcore.page_size
     layout = KdumpLayout(
@@ -284,7 +284,7 @@ class _PageStream:
         outcome: DumpOutcome,
         progress: Progress | None,
     ) -> None:
-        self._vmcore, self._stats, self._layout = vmcore, filtered.stats, layout
+        self._vmcore, self._layout = vmcore, layout
         self._sink, self._outcome, self._progress = sink, outcome, progress
         self._store, self._pool, self._flag = store, pool, flag
         self._queued: deque[Callable[[], None]] = deque()
@@ -372,7 +372,7 @@ class _PageStream:
         is_zero = _zero_pages(pending, self._zero) if self._layout.zero_page else None
         if is_zero is not None:
             runs = _without_zero_pages(pending, is_zero, self._page_size)
-            self._stats.zero += is_zero.count(True)
+            self._outcome.zero_pages += is_zero.count(True)
         if self._pool is None:
             self._write_stored(self._store(runs), is_zero, count)
         else:
@@ -408,7 +408,7 @@ class _PageStream:
         """``count`` zero pages, each stored as the codec stores a zero page."""
         if self._layout.zero_page:
             self._descriptors.extend([self._zero_descriptor] * count)
-            self._stats.zero += count
+            self._outcome.zero_pages += count
             self._after_pages(count)
             return
         stored, flag = self._stored_zero

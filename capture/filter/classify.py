@@ -16,32 +16,21 @@ from typing import NamedTuple
 
 from capture.filter.levels import DumpLevel
 from capture.filter.rules import CompoundLayout, PageRules
+from capture.filter.stats import Category
 from capture.vmcore.pagecolumns import PageColumns
 
-__all__ = ("Category", "RunVerdict", "classify_run")
+__all__ = ("RunVerdict", "classify_run")
 
 _READ_CHUNK = 512
 """makedumpfile reads struct pages 512 at a time and cannot see past a chunk."""
 
 
-class Category:
-    """Names of the exclusion categories, as in :class:`FilterStats`."""
-
-    FREE = "free"
-    UNACCEPTED = "unaccepted"
-    CACHE = "cache"
-    CACHE_PRIVATE = "cache_private"
-    USER = "user"
-    HWPOISON = "hwpoison"
-    OFFLINE = "offline"
-
-
 class RunVerdict(NamedTuple):
     """What to exclude from one run: single pages as bitsets, and ranges."""
 
-    singles: dict[str, int]
+    singles: dict[Category, int]
     """Per category, a bitset relative to the run's first pfn."""
-    ranges: list[tuple[str, int, int]]
+    ranges: list[tuple[Category, int, int]]
     """``(category, first_pfn, end_pfn)``; may reach past the run's end."""
 
 
@@ -162,9 +151,9 @@ def classify_run(
     head = columns.flag_mask(rules.head_mask)
 
     remaining = candidates
-    found: dict[str, int] = {}
+    found: dict[Category, int] = {}
 
-    def take(category: str, bits: int) -> None:
+    def take(category: Category, bits: int) -> None:
         nonlocal remaining
         bits &= remaining
         if bits:
@@ -192,7 +181,7 @@ def classify_run(
 
 
 def _resolve_ranges(
-    run: PageColumns, rules: PageRules, found: dict[str, int], head: int
+    run: PageColumns, rules: PageRules, found: dict[Category, int], head: int
 ) -> RunVerdict:
     """Turn multi-page heads into ranges, walking them in pfn order.
 
@@ -200,7 +189,7 @@ def _resolve_ranges(
     past every range it excludes.
     """
     verdict = RunVerdict({}, [])
-    starters: dict[int, str] = {}
+    starters: dict[int, Category] = {}
     for category, bits in found.items():
         multi = bits if category in (Category.FREE, Category.UNACCEPTED) else bits & head
         for index in _set_bits(multi):
@@ -228,7 +217,7 @@ def _resolve_ranges(
     return verdict
 
 
-def _range_pages(run: PageColumns, rules: PageRules, category: str, index: int) -> int | None:
+def _range_pages(run: PageColumns, rules: PageRules, category: Category, index: int) -> int | None:
     if category == Category.FREE:
         order = run.private[index]
         return None if order >= rules.max_order else 1 << order

@@ -50,8 +50,12 @@ class FilterResult(NamedTuple):
     bitmap1: Bitmap
     """RAM: pfns inside a PT_LOAD."""
     bitmap2: Bitmap
-    """Dumpable: RAM less every excluded page (zero pages are decided by the writer)."""
+    """Dumpable: RAM less every excluded page. The writers clear from it what
+    only reading tells: pages the vmcore cannot give, and for an ELF dump the
+    zero pages (its segments are cut from this bitmap). The counts of what
+    they find are theirs (:class:`~capture.dumpfile.outcome.DumpOutcome`)."""
     stats: FilterStats
+    """The filter's counts only; zero pages are found and counted by the writer."""
     problems: list[str]
     """Why some pages could not be classified (they were kept)."""
 
@@ -188,8 +192,7 @@ class FilteredPages:
         self.stats = FilterStats()
         for result in results:
             self._count(result)
-            for name, pages in result.stats.counts().items():
-                setattr(self.stats, name, getattr(self.stats, name) + pages)
+            self.stats.add_all(result.stats)
             del result  # before the next cycle is made (see filter_cycles)
 
     def _count(self, result: FilterResult) -> None:

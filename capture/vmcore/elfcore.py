@@ -9,19 +9,14 @@ from __future__ import annotations
 
 import bisect
 import os
-import struct
 from typing import NamedTuple, Self
 
 from capture.errors import CorruptError, NoDataError, UnsupportedError
+from capture.vmcore.elf64 import EHDR, ET_CORE, PHDR, PN_XNUM, PT_LOAD, PT_NOTE, SHDR
 from capture.vmcore.filewindows import FileWindows
 
 __all__ = ("ElfCore", "LoadSegment")
 
-_ET_CORE = 4
-_PT_LOAD, _PT_NOTE, _PN_XNUM = 1, 4, 0xFFFF
-_EHDR = struct.Struct("<16sHHIQQQIHHHHHH")
-_PHDR = struct.Struct("<IIQQQQQQ")
-_SHDR = struct.Struct("<IIQQQQIIQQ")
 _MACHINES = {62: "EM_X86_64", 183: "EM_AARCH64"}
 """ELF machine numbers, named as the architecture table names them."""
 _MAX_NOTES_SIZE = 64 << 20
@@ -163,31 +158,31 @@ def _parse_headers(
     in the crash kernel. The tests check this parser against pyelftools.
     """
     size = os.fstat(fd).st_size
-    header = os.pread(fd, _EHDR.size, 0)
+    header = os.pread(fd, EHDR.size, 0)
     if len(header) < 4 or header[:4] != b"\x7fELF":
         raise CorruptError("not a valid ELF file: Magic number does not match")
-    if len(header) < _EHDR.size:
+    if len(header) < EHDR.size:
         raise CorruptError("not a valid ELF file: the header is truncated")
     if header[4] != 2 or header[5] != 1:
         raise UnsupportedError("only little-endian 64-bit ELF cores are supported")
-    fields = _EHDR.unpack(header)
+    fields = EHDR.unpack(header)
     e_type, e_machine, phoff, shoff, phentsize, phnum = (
         fields[1], fields[2], fields[5], fields[6], fields[9], fields[10]
     )  # fmt: skip
-    if e_type != _ET_CORE:
+    if e_type != ET_CORE:
         raise CorruptError(f"not a core file (ELF type {e_type})")
-    if phnum == _PN_XNUM:
+    if phnum == PN_XNUM:
         phnum = _extended_phnum(fd, shoff)
-    if phentsize != _PHDR.size or phnum == 0 or phoff + phnum * _PHDR.size > size:
+    if phentsize != PHDR.size or phnum == 0 or phoff + phnum * PHDR.size > size:
         raise CorruptError(
             f"bad program header table ({phnum} entries of {phentsize} at {phoff:#x})"
         )
-    table = os.pread(fd, phnum * _PHDR.size, phoff)
+    table = os.pread(fd, phnum * PHDR.size, phoff)
     loads, notes, note_phdr = [], [], None
-    for p_type, flags, offset, vaddr, paddr, filesz, memsz, align in _PHDR.iter_unpack(table):
-        if p_type == _PT_LOAD:
+    for p_type, flags, offset, vaddr, paddr, filesz, memsz, align in PHDR.iter_unpack(table):
+        if p_type == PT_LOAD:
             loads.append(LoadSegment(paddr, vaddr, offset, filesz, memsz, flags, align))
-        elif p_type == _PT_NOTE:
+        elif p_type == PT_NOTE:
             notes.append((offset, filesz))
             note_phdr = note_phdr or (flags, align)
     loads.sort(key=lambda segment: segment.paddr)
@@ -197,10 +192,10 @@ def _parse_headers(
 
 def _extended_phnum(fd: int, shoff: int) -> int:
     """More than 65534 segments: the count is in section header 0's sh_info."""
-    section = os.pread(fd, _SHDR.size, shoff)
-    if len(section) < _SHDR.size:
+    section = os.pread(fd, SHDR.size, shoff)
+    if len(section) < SHDR.size:
         raise CorruptError("e_phnum is PN_XNUM but there is no section header 0")
-    return int(_SHDR.unpack(section)[7])
+    return int(SHDR.unpack(section)[7])
 
 
 def _extents(segments: list[LoadSegment], file_size: int) -> list[_Extent]:
