@@ -480,6 +480,24 @@ def _rebuild(args: argparse.Namespace) -> None:
             rebuild(stream, output)
 
 
+def _self_test_arguments(self_test: argparse.ArgumentParser) -> None:
+    self_test.description = (
+        "Check that this install (or frozen agent) holds everything a capture needs: "
+        "every module, each codec round-tripped through a dump, a kdump.conf parsed. "
+        "Prints one line; exit status 1 names what is missing."
+    )
+    self_test.add_argument(
+        "--ssh", action="store_true", help="also check what an ssh target needs (paramiko)"
+    )
+    self_test.set_defaults(command=_self_test)
+
+
+def _self_test(args: argparse.Namespace) -> int:
+    from capture.selftest import run_self_test
+
+    return run_self_test(ssh=args.ssh)
+
+
 def _info(args: argparse.Namespace) -> None:
     import json
 
@@ -534,5 +552,6 @@ _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "check-config": ("list every problem of a kdump.conf", _check_config_arguments),
     "run": ("capture: what the capture kernel runs", _run_arguments),
     "save-raw": ("extract a dump from a raw target device (next boot)", _save_raw_arguments),
+    "self-test": ("check this install has all a capture needs", _self_test_arguments),
 }
 """Each command: its line in the top-level help, and what adds its arguments."""
