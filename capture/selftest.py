@@ -28,7 +28,9 @@ from capture import __version__
 
 __all__ = ("SSH_MODULES", "run_self_test")
 
-SSH_MODULES = ("capture.agent.targets.ssh", "paramiko", "cryptography", "nacl", "bcrypt", "cffi")
+SSH_MODULES = (
+    "capture.agent.targets.ssh", "paramiko", "cryptography", "nacl", "bcrypt", "_cffi_backend",
+)  # fmt: skip
 """What only an ssh target loads: a tree without its SSH part lacks them."""
 
 _OPTIONAL_MODULES = ("cramjam",)
@@ -95,6 +97,10 @@ def _import_modules(ssh: bool) -> str:
     if ssh:
         for name in SSH_MODULES:
             _try_import(name, missing)
+    try:  # socket.getaddrinfo encodes a host name (an NFS server's) with this codec
+        "server.example".encode("idna")
+    except LookupError as error:
+        missing.append(f"encodings.idna ({error})")
     if missing:
         raise ImportError("cannot import " + ", ".join(missing))
     return f"{len(names)}+{len(lazy_names)} imported"
