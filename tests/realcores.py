@@ -16,8 +16,12 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import zstandard
+
+if TYPE_CHECKING:
+    from capture.vmcore import Vmcore
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("KDUMP_CAPTURE_CACHE", Path.home() / ".cache" / "kdump-capture"))
@@ -74,6 +78,46 @@ def _decompressed(source: Path, name: str) -> Path:
     partial.replace(target)
     stamp.write_text(str(source.stat().st_size))
     return target
+
+
+def core_61() -> RealCore:
+    """The Debian 6.1 vmcore, which Debian 12's makedumpfile 1.7.2 classifies
+    exactly as 1.7.9 does: its outputs are the reference byte for byte."""
+    [core] = [core for core in shared_cores() if core.release.startswith("6.1.")]
+    return core
+
+
+LABELS = {
+    "cache": "Non-private cache pages",
+    "cache_private": "Private cache pages",
+    "user": "User process data pages",
+    "free": "Free pages",
+    "hwpoison": "Hwpoison pages",
+    "offline": "Offline pages",
+}
+"""The filter's categories and the line of makedumpfile's report counting each."""
+
+
+def makedumpfile_counts(core: RealCore, level: int) -> dict[str, int]:
+    """Pages per category (and "zero", "remaining") in the reference report
+    (``report.txt``: makedumpfile's counts in hex) for dump level ``level``."""
+    report = (core.reference / "report.txt").read_text()
+    section = report.split(f"-d {level}\n", 1)[1].split("###", 1)[0]
+    counts = {}
+    for key, label in {**LABELS, "zero": "Pages filled with zero"}.items():
+        match = re.search(rf"{label}\s*: 0x([0-9a-f]+)", section)
+        assert match, label
+        counts[key] = int(match.group(1), 16)
+    remaining = re.search(r"Remaining pages\s*: 0x([0-9a-f]+)", section)
+    assert remaining
+    counts["remaining"] = int(remaining.group(1), 16)
+    return counts
+
+
+def kernel_segment_pages(vmcore: Vmcore) -> int:
+    """Pages of the kernel-image PT_LOAD, which makedumpfile counts twice."""
+    image = next(s for s in vmcore.core.segments if s.vaddr >= 0xFFFFFFFF80000000)
+    return image.memsz // vmcore.page_size
 
 
 LEVELS = (0, 1, 2, 4, 8, 16, 31)

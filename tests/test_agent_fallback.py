@@ -21,8 +21,7 @@ import pytest
 from capture.agent.config import Action
 from capture.agent.targets.local import LocalTarget
 from capture.cli import main
-from tests.realcores import RealCore, shared_cores
-from tests.test_agent_run import (
+from tests.agentrun import (
     DIR_NAME,
     capture,
     check_files_against_references,
@@ -32,7 +31,7 @@ from tests.test_agent_run import (
     only_dump_dir,
     write_config,
 )
-from tests.test_dumpfile import core_61
+from tests.realcores import RealCore, core_61, shared_cores
 
 COLLECTOR = "core_collector makedumpfile -l --message-level 7 -d 31\n"
 

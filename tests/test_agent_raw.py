@@ -32,8 +32,8 @@ from capture.dumpfile.outcome import DumpOutcome
 from capture.filter import DumpLevel, FilteredPages, default_bitmap_budget
 from capture.vmcore import Vmcore
 from tests import oracles
-from tests.test_dumpfile import core_61
-from tests.test_nospace import _crash_sees_incomplete
+from tests.crashcheck import crash_sees_incomplete
+from tests.realcores import core_61
 
 pytestmark = pytest.mark.skipif(
     os.geteuid() != 0 or shutil.which("losetup") is None, reason="needs root and losetup"
@@ -192,7 +192,7 @@ def test_device_too_small(
     assert header[:8] == b"KDUMP   "
     assert struct.unpack_from("<I", header, 424)[0] & 0x8  # status: INCOMPLETE
     assert device_head(node) == bytes(CLEARED_BYTES)
-    _crash_sees_incomplete(kept)
+    crash_sees_incomplete(kept, core_61().release)
     status, said = save_raw(node, crash, capsys)
     assert status == 0 and "holds no dump" in said
 

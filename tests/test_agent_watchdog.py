@@ -12,8 +12,8 @@ import pytest
 from capture.agent.config import Action
 from capture.agent.targets.local import LocalDumpFile
 from capture.agent.watchdog import Deadline, TimeUp, WatchedFile
-from tests.test_agent_run import capture, only_dump_dir, write_config
-from tests.test_dumpfile import core_61
+from tests.agentrun import capture, only_dump_dir, write_config
+from tests.realcores import core_61
 
 
 class _SlowFile:

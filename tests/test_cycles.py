@@ -20,8 +20,7 @@ from capture.dumpfile.flattened import rebuild
 from capture.filter import DumpLevel, FilteredPages, filter_cycles, filter_pages
 from capture.filter.pagefilter import CYCLE_ALIGN, cycle_pages_for, default_bitmap_budget
 from capture.vmcore import Vmcore
-from tests.realcores import shared_cores
-from tests.test_dumpfile import core_61
+from tests.realcores import core_61, shared_cores
 from tests.vmcore_builder import StructPage, VmcoreBuilder
 
 GIB = 1 << 30

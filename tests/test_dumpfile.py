@@ -22,13 +22,13 @@ from capture.dumpfile.reader import open_dump
 from capture.errors import NoDataError
 from capture.filter import DumpLevel, filter_pages
 from capture.vmcore import Vmcore
-from tests.realcores import RealCore, shared_cores
-from tests.test_filter_parity import LABELS, kernel_segment_pages, makedumpfile_counts
-
-
-def core_61() -> RealCore:
-    [core] = [core for core in shared_cores() if core.release.startswith("6.1.")]
-    return core
+from tests.realcores import (
+    LABELS,
+    RealCore,
+    core_61,
+    kernel_segment_pages,
+    makedumpfile_counts,
+)
 
 
 def makedumpfile(*args: str) -> None:

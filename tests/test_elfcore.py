@@ -9,7 +9,7 @@ from elftools.elf.elffile import ELFFile
 
 from capture.vmcore.elfcore import ElfCore
 from tests.realcores import RealCore
-from tests.test_fuzz import SMALL_CORE
+from tests.smallcore import SMALL_CORE
 
 
 def pyelftools_view(

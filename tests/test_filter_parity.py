@@ -6,42 +6,11 @@ The reference is makedumpfile 1.7.9's report shipped with each real vmcore
 
 from __future__ import annotations
 
-import re
-
 import pytest
 
 from capture.filter import DumpLevel, filter_pages
 from capture.vmcore import Vmcore
-from tests.realcores import RealCore
-
-LABELS = {
-    "cache": "Non-private cache pages",
-    "cache_private": "Private cache pages",
-    "user": "User process data pages",
-    "free": "Free pages",
-    "hwpoison": "Hwpoison pages",
-    "offline": "Offline pages",
-}
-
-
-def makedumpfile_counts(core: RealCore, level: int) -> dict[str, int]:
-    report = (core.reference / "report.txt").read_text()
-    section = report.split(f"-d {level}\n", 1)[1].split("###", 1)[0]
-    counts = {}
-    for key, label in {**LABELS, "zero": "Pages filled with zero"}.items():
-        match = re.search(rf"{label}\s*: 0x([0-9a-f]+)", section)
-        assert match, label
-        counts[key] = int(match.group(1), 16)
-    remaining = re.search(r"Remaining pages\s*: 0x([0-9a-f]+)", section)
-    assert remaining
-    counts["remaining"] = int(remaining.group(1), 16)
-    return counts
-
-
-def kernel_segment_pages(vmcore: Vmcore) -> int:
-    """Pages of the kernel-image PT_LOAD, which makedumpfile counts twice."""
-    image = next(s for s in vmcore.core.segments if s.vaddr >= 0xFFFFFFFF80000000)
-    return image.memsz // vmcore.page_size
+from tests.realcores import LABELS, RealCore, kernel_segment_pages, makedumpfile_counts
 
 
 @pytest.mark.parametrize("level", [0, 1, 2, 4, 8, 16, 31])

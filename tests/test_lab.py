@@ -20,8 +20,8 @@ from capture.cli import main
 from capture.filter import DumpLevel, filter_pages
 from capture.vmcore import Vmcore
 from tests import oracles
+from tests.elfreference import ram_pfns_from_headers, readelf_prstatus_count
 from tests.realcores import REPO
-from tests.test_real_vmcores import _ram_pfns_from_headers, _readelf_prstatus_count
 
 sys.path.insert(0, str(REPO / "qemu"))
 from kdumplab import LabError, VmcoreResult, make_vmcore
@@ -57,9 +57,9 @@ def test_info_describes_the_guest(capture: VmcoreResult, capsys) -> None:
     assert main(["info", "--json", str(capture.vmcore)]) == 0
     facts = json.loads(capsys.readouterr().out)
     assert facts["release"] == capture.kernel_release
-    assert facts["cpus"] == _readelf_prstatus_count(capture.vmcore)
+    assert facts["cpus"] == readelf_prstatus_count(capture.vmcore)
     assert facts["page_size"] == 4096
-    assert facts["ram_pages"] == len(_ram_pfns_from_headers(capture.vmcore, 4096))
+    assert facts["ram_pages"] == len(ram_pfns_from_headers(capture.vmcore, 4096))
     assert 300 << 8 < facts["ram_pages"] < 512 << 8  # 512 MiB less the crashkernel area
 
 

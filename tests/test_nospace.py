@@ -15,8 +15,8 @@ import pytest
 from capture.dumpfile.reader import open_dump
 from capture.errors import NoDataError
 from capture.vmcore import Vmcore
-from tests import oracles
-from tests.test_dumpfile import core_61
+from tests.crashcheck import crash_sees_incomplete
+from tests.realcores import core_61
 
 
 @contextlib.contextmanager
@@ -75,21 +75,4 @@ def test_full_filesystem(tmp_path: Path, form: list[str], megabytes: int) -> Non
                     assert page == source.read_phys(pfn * 4096, 4096)
                     intact += 1
         assert intact > 10_000 and missing > 100
-        _crash_sees_incomplete(output)
-
-
-def _crash_sees_incomplete(dump: Path) -> None:
-    """crash 9.0.2 opens the dump, says it is incomplete, and reads what is there.
-
-    --zero_excluded lets the session start though kernel pages past the cut
-    are missing; the log lies in the written part.
-    """
-    vmlinux = oracles.debug_vmlinux(core_61().release)
-    run = oracles.run_in_chroot(
-        ["crash", "-s", "--zero_excluded", oracles.inside(vmlinux), oracles.inside(dump)],
-        files=[vmlinux, dump],
-        stdin="sys\nlog\nexit\n",
-    )
-    output = run.stdout + run.stderr
-    assert "This dumpfile is incomplete" in output, output
-    assert "sysrq: Trigger a crash" in output, output
+        crash_sees_incomplete(output, core_61().release)

@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-
-from elftools.elf.elffile import ELFFile
 
 from capture.cli import main
 from capture.vmcore import MemMap, Vmcore
 from capture.vmcore.x86_64 import X86_64Translator
+from tests.elfreference import ram_pfns_from_headers, readelf_prstatus_count
 from tests.realcores import RealCore
 
 
@@ -36,30 +34,13 @@ def test_dmesg_shows_the_sysrq_panic(real_core: RealCore, capfdbinary) -> None:
     assert b"sysrq: Trigger a crash" in capfdbinary.readouterr().out
 
 
-def _readelf_prstatus_count(path) -> int:
-    notes = subprocess.run(
-        ["readelf", "-nW", str(path)], check=True, capture_output=True, text=True
-    ).stdout
-    return len(re.findall(r"^\s+CORE\s+0x[0-9a-f]+\s+NT_PRSTATUS", notes, re.MULTILINE))
-
-
-def _ram_pfns_from_headers(path, page_size: int) -> set[int]:
-    with open(path, "rb") as stream:
-        pfns: set[int] = set()
-        for segment in ELFFile(stream).iter_segments("PT_LOAD"):
-            start = segment["p_paddr"] // page_size
-            end = (segment["p_paddr"] + segment["p_memsz"]) // page_size
-            pfns.update(range(start, end))
-    return pfns
-
-
 def test_info_json(real_core: RealCore, capsys) -> None:
     assert main(["info", "--json", str(real_core.vmcore)]) == 0
     facts = json.loads(capsys.readouterr().out)
     assert facts["release"] == real_core.release
-    assert facts["cpus"] == _readelf_prstatus_count(real_core.vmcore)
+    assert facts["cpus"] == readelf_prstatus_count(real_core.vmcore)
     assert facts["page_size"] == 4096
-    ram = _ram_pfns_from_headers(real_core.vmcore, 4096)
+    ram = ram_pfns_from_headers(real_core.vmcore, 4096)
     assert facts["ram_pages"] == len(ram)
     assert sum(end - start for start, end in facts["ram_ranges"]) == len(ram)
     assert all(pfn in ram for start, end in facts["ram_ranges"] for pfn in (start, end - 1))
