@@ -492,6 +492,12 @@ def _self_test_arguments(self_test: argparse.ArgumentParser) -> None:
     self_test.set_defaults(command=_self_test)
 
 
+def _build_initrd_arguments(build: argparse.ArgumentParser) -> None:
+    from capture.firstkernel.command import add_arguments
+
+    add_arguments(build)
+
+
 def _self_test(args: argparse.Namespace) -> int:
     from capture.selftest import run_self_test
 
@@ -553,5 +559,6 @@ _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "run": ("capture: what the capture kernel runs", _run_arguments),
     "save-raw": ("extract a dump from a raw target device (next boot)", _save_raw_arguments),
     "self-test": ("check this install has all a capture needs", _self_test_arguments),
+    "build-initrd": ("build the capture initramfs (dracut)", _build_initrd_arguments),
 }
 """Each command: its line in the top-level help, and what adds its arguments."""

@@ -1,0 +1,1 @@
+"""What runs in the first kernel: building the capture initramfs (``build-initrd``)."""
