@@ -1,8 +1,9 @@
 """The ELF writer's load plan against makedumpfile's rule applied page by page.
 
 The writer walks the dumpable bitmap run by run; the reference below walks it
-one page at a time, the way makedumpfile's ELF writer does (spec/formats.md
-4.2), so the two are written differently and must agree on random bitmaps.
+one page at a time, the way makedumpfile's ELF writer does (docs/formats.md
+§"The ELF dump"), so the two are written differently and must agree on random
+bitmaps.
 """
 
 from __future__ import annotations

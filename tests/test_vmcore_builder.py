@@ -54,7 +54,7 @@ class Core:
         return int(self.info[f"SYMBOL({name})"], 16)
 
     def walk(self, va: int) -> int | None:
-        """Independent x86_64 page-table walk (formats.md 2.2)."""
+        """Independent x86_64 page-table walk (docs/formats.md §"Page-table walk")."""
         phys_base = self.num("NUMBER(phys_base)")
         table = self.sym("init_top_pgt") - 0xFFFFFFFF80000000 + phys_base
         mask = 0x000FFFFFFFFFF000 & ~self.num("NUMBER(sme_mask)")
@@ -228,7 +228,7 @@ def test_unmap_makes_hole() -> None:
 
 
 def decode_sparse(core: Core, pfn: int) -> int | None:
-    """formats.md 2.3 sparse walk, for one pfn."""
+    """The sparse walk of docs/formats.md §"Finding struct pages", for one pfn."""
     shift = core.num("NUMBER(SECTION_SIZE_BITS)") - 12
     per_root = 4096 // core.num("SIZE(mem_section)")
     nr = pfn >> shift
@@ -277,7 +277,7 @@ def records(n: int) -> list[LogRecord]:
 
 
 def read_lockless(core: Core) -> list[tuple[bytes, int, int]]:
-    """formats.md 8.2, tail to head inclusive."""
+    """docs/formats.md §"Lockless ring", tail to head inclusive."""
     prb = core.u64(core.walk(core.sym("prb")) or 0)
     ring = core.read_va(prb, 88)
     count_bits, descs, infos, head_id, tail_id = struct.unpack_from("<I4xQQQQ", ring, 0)
@@ -333,7 +333,7 @@ def test_lockless_not_full_and_states() -> None:
 
 
 def read_legacy(core: Core) -> list[tuple[bytes, int, int]]:
-    """formats.md 8.3, with the loop guard."""
+    """docs/formats.md §"Variable-length records", with the loop guard."""
     buf = core.u64(core.walk(core.sym("log_buf")) or 0)
     blen, = struct.unpack("<i", core.read_va(core.sym("log_buf_len"), 4))
     first, = struct.unpack("<I", core.read_va(core.sym("log_first_idx"), 4))

@@ -1,4 +1,4 @@
-"""VMCOREINFO parsing: every key form of spec/formats.md 1.4."""
+"""VMCOREINFO parsing: every key form of docs/formats.md §"VMCOREINFO"."""
 
 from __future__ import annotations
 

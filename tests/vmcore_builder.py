@@ -1,8 +1,9 @@
 """Synthetic x86_64 ELF vmcores (the /proc/vmcore layout) for unit tests.
 
-Written from /work/shared/spec/formats.md (sections 1, 2 and 8) and, where the
-spec is silent, from the kernel sources it cites. It never imports `capture`:
-it is the independent half of every cross-check.
+It follows docs/formats.md (§"The input: /proc/vmcore", §"Address translation
+(x86_64)", §"Finding struct pages", §"The kernel log") and, where that is
+silent, the kernel sources it names. It never imports `capture`: it is the
+independent half of every cross-check.
 
 Memory is sparse while building (a dict of page buffers, plus ranges of one
 shared page for the mem_map) and only becomes a flat file in build(), so tests
