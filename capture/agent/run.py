@@ -583,7 +583,8 @@ def _target_for(config: Config, env: RunEnvironment) -> TargetPlace:
         from capture.agent.targets.nfs import NfsExportTarget
 
         return NfsExportTarget(target, path, mount_root=env.mount_root, fstab=env.fstab,
-                               mount_wait=config.network_timeout.value)  # fmt: skip
+                               mount_wait=config.network_timeout.value,
+                               stall_seconds=config.stall_timeout.value)  # fmt: skip
     from capture.agent.config import SshTarget
 
     if isinstance(target, SshTarget):

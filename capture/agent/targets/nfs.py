@@ -22,6 +22,10 @@ kernel forever (rhkdump/kdump-utils #52):
 * the dump file is synced every :data:`SYNC_BYTES`, so a server that dies
   mid-dump is noticed within a timeout, not at the end of gigabytes written
   into the page cache and silently dropped;
+* a request that has not come back after ``kdump_capture_stall_timeout``
+  (a write waiting in the kernel, where no signal reaches it: soft
+  timeouts run per request, and a dead server's queue of them can take
+  minutes) is ended by ``umount -f``, which fails every request in flight;
 * after the server has failed one request, every later one fails at once
   (:class:`_Server`), and the export is unmounted with ``umount -f -l``:
   the run reaches its action without paying the timeout again per file.
@@ -34,6 +38,8 @@ import logging
 import os
 import socket
 import subprocess
+import threading
+import time
 from collections.abc import Callable
 from functools import partial
 from typing import NamedTuple, TypeVar
@@ -70,7 +76,7 @@ linearly: 5 + 10 + 15 s with :data:`DEFAULT_RETRANS` 2, then EIO)."""
 DEFAULT_RETRANS = 2
 MOUNT_WAIT = 180.0
 """Seconds the mount is tried again (the network may come up late), within the run's deadline."""
-SYNC_BYTES = 32 << 20
+SYNC_BYTES = 16 << 20
 """The dump file is synced after each this many bytes: a dead server shows at once."""
 _MOUNT_SECONDS = 60
 """One mount.nfs at most (soft, timeo: it ends sooner against a dead server)."""
@@ -143,11 +149,37 @@ def source_address(host: str) -> str:
 
 
 class _Server:
-    """Whether the server has failed a request: then every later one fails at once."""
+    """Whether the server has failed a request: then every later one fails
+    at once; and a watch on the request in flight (:meth:`watch`)."""
 
-    def __init__(self, where: str) -> None:
+    def __init__(self, where: str, stall_seconds: float) -> None:
         self.where = where
         self.failure: str | None = None
+        self._stall = stall_seconds
+        self._busy_since: float | None = None
+        self._watching = False
+
+    def watch(self, mount_point: str) -> None:
+        """From now on, a request out longer than the stall time is ended
+        with ``umount -f`` (the kernel fails every request in flight)."""
+        if self._stall <= 0 or self._watching:
+            return
+        self._watching = True
+        threading.Thread(target=self._watch, args=(mount_point,), daemon=True,
+                         name="nfs-watch").start()  # fmt: skip
+
+    def stop(self) -> None:
+        self._watching = False
+
+    def _watch(self, mount_point: str) -> None:
+        while self._watching and self.failure is None:
+            time.sleep(1.0)
+            since = self._busy_since
+            if since is not None and time.monotonic() - since > self._stall:
+                self.failure = (f"the server did not answer for {self._stall:g} s "
+                                "(kdump_capture_stall_timeout)")  # fmt: skip
+                log.error("%s: %s: failing its requests (umount -f)", self.where, self.failure)
+                _force_unmount(mount_point, lazy=False)
 
     def check(self) -> None:
         if self.failure is not None:
@@ -156,13 +188,18 @@ class _Server:
     def guard(self, what: str, operation: Callable[[], T]) -> T:
         """``operation``, with a dead server's error turned into a TargetError."""
         self.check()
+        self._busy_since = time.monotonic()
         try:
-            return operation()
+            done = operation()
         except OSError as error:
             if error.errno not in _GONE:
                 raise
-            self.failure = f"the server did not answer ({what}: {error.strerror})"
+            self.failure = self.failure or f"the server did not answer ({what}: {error.strerror})"
             raise TargetError(f"{self.where}: {self.failure}") from None
+        finally:
+            self._busy_since = None
+        self.check()  # the watch gave up on the server while this waited
+        return done
 
 
 class NfsDumpFile(LocalDumpFile):
@@ -192,7 +229,9 @@ class NfsDumpFile(LocalDumpFile):
 
     def close(self) -> None:
         if self._server.failure is not None:
-            super().close()  # a dead server's flush would wait the timeout again
+            # close() flushes what is still dirty, and would wait on the dead
+            # server again: the descriptor is left open, the run ends soon.
+            self._fd = -1
             return
         self._server.guard("close", super().close)
 
@@ -238,12 +277,13 @@ class NfsExportTarget(DirectoryTarget):
         mount_root: str = DEFAULT_MOUNT_ROOT,
         fstab: str = "/etc/fstab",
         mount_wait: float = MOUNT_WAIT,
+        stall_seconds: float = 300,
     ) -> None:
         super().__init__(path)
         self._target, self._mount_root, self._fstab = target, mount_root, fstab
         self._mount_wait = mount_wait
         self.where = f"{target} at {path}"
-        self._server = _Server(str(target))
+        self._server = _Server(str(target), stall_seconds)
         self._mounted_here = False
 
     def open(self, wait: Waiting) -> None:
@@ -255,6 +295,7 @@ class NfsExportTarget(DirectoryTarget):
             self.mount_point = mounted
         else:
             self.mount_point = self._mount(entry, wait)
+        self._server.watch(self.mount_point)
         self._server.guard("mkdir", self.make_dump_root)
 
     def make_dump_dir(self, name: str) -> NfsDumpDir:
@@ -265,14 +306,13 @@ class NfsExportTarget(DirectoryTarget):
         return None if self._server.failure else super().free_bytes()
 
     def close(self) -> None:
+        self._server.stop()
         if not self._mounted_here or self.mount_point is None:
             return
-        force = ["-f", "-l"] if self._server.failure else []
-        try:
-            subprocess.run(["umount", *force, self.mount_point], check=False,
-                           capture_output=True, timeout=_UMOUNT_SECONDS)  # fmt: skip
-        except (OSError, subprocess.TimeoutExpired) as error:
-            log.warning("umount %s: %s", self.mount_point, error)
+        if self._server.failure:
+            _force_unmount(self.mount_point, lazy=True)
+        else:
+            _unmount(self.mount_point)
         self._mounted_here = False
 
     def _route(self, wait: Waiting) -> str:
@@ -298,6 +338,20 @@ class NfsExportTarget(DirectoryTarget):
         self._mounted_here = True
         log.info("mounted %s at %s (%s)", self._target, point, options)
         return point
+
+
+def _unmount(mount_point: str, *flags: str) -> None:
+    try:
+        subprocess.run(["umount", *flags, mount_point], check=False, capture_output=True,
+                       timeout=_UMOUNT_SECONDS)  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired) as error:
+        log.warning("umount %s: %s", mount_point, error)
+
+
+def _force_unmount(mount_point: str, lazy: bool) -> None:
+    """``umount -f``: every request in flight fails (EIO) at once, even while
+    the export is busy; ``-l`` also detaches it."""
+    _unmount(mount_point, "-f", *(["-l"] if lazy else []))
 
 
 def _run_mount(command: list[str]) -> None:
