@@ -1,20 +1,36 @@
-"""What the frozen agent leaves out, and what only an ssh target needs.
+"""What the frozen agent leaves out, and the parts an image may leave out.
 
-Read by agent.spec (the freeze) and scripts/build-agent (ssh.files). Each
-exclusion is something no capture imports but something else in the tree
-would pull in; the sizes are what leaving it out saved, measured on the
-stripped tree (scripts/build-agent --measure-excludes).
+Read by agent.spec (the freeze) and scripts/build-agent (ssh.files,
+snappy.files). Each exclusion is something no capture imports but something
+else in the tree would pull in (the self-test imports what ours import).
 """
 
-SSH_PACKAGES = ("paramiko", "cryptography", "nacl", "bcrypt", "cffi")
-"""Pure-Python packages an ssh target loads, collected as files so the image
-can leave them out (with their .so files and dist-info)."""
+from typing import NamedTuple
 
-SSH_DISTRIBUTIONS = ("paramiko", "cryptography", "pynacl", "bcrypt", "cffi")
-"""Their distributions, whose *.dist-info PyInstaller copies (paramiko reads its version)."""
 
-SSH_EXTENSIONS = ("_cffi_backend",)
-"""Top-level extension modules only the ssh packages load (nacl, bcrypt)."""
+class Part(NamedTuple):
+    """Packages an image can leave out when its configuration does not use
+    them: collected as files (not in the executable's archive), and listed
+    in the tree's <name>.files by scripts/build-agent."""
+
+    packages: tuple[str, ...]
+    """Importable packages (their directories under _internal/)."""
+    distributions: tuple[str, ...]
+    """Their distributions, whose *.dist-info PyInstaller copies (paramiko reads its version)."""
+    extensions: tuple[str, ...] = ()
+    """Top-level extension modules only these packages load."""
+
+
+PARTS = {
+    # An ssh target: paramiko and its native crypto (13 MiB of the 30).
+    "ssh": Part(
+        ("paramiko", "cryptography", "nacl", "bcrypt", "cffi"),
+        ("paramiko", "cryptography", "pynacl", "bcrypt", "cffi"),
+        ("_cffi_backend",),
+    ),
+    # core_collector makedumpfile -p: raw snappy from cramjam (4.3 MiB).
+    "snappy": Part(("cramjam",), ("cramjam",)),
+}
 
 EXCLUDES = [
     # Development and test suites some stdlib module names
