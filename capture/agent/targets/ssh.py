@@ -46,7 +46,7 @@ import socket
 import stat
 import struct
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -62,6 +62,7 @@ __all__ = (
     "Endpoint",
     "SftpTarget",
     "connect",
+    "free_bytes",
     "known_hosts_files",
     "resolve",
 )
@@ -82,6 +83,8 @@ fewer, larger requests cost less Python per byte."""
 _WINDOW = 64
 """Writes in flight (4 MiB): enough to keep loopback and a LAN busy."""
 _READ_BYTES = 1 << 20
+_READ_WINDOW = 64
+"""Reads in flight when a file is read back (4 MiB)."""
 _FIRST_BACKOFF, _LONGEST_BACKOFF = 1.0, 30.0
 _HANDSHAKE_SECONDS = 30.0
 _DUMP_NAMES = {"vmcore", "vmcore.flat", "vmcore-incomplete", "vmcore-dmesg.txt"}
@@ -341,23 +344,39 @@ def _authenticate(endpoint: Endpoint, transport: paramiko.Transport) -> None:
                       f"keys {', '.join(refused)}; run 'kdump-capture propagate'")  # fmt: skip
 
 
+def free_bytes(client: paramiko.SFTPClient, path: str) -> int | None:
+    """statvfs@openssh.com of ``path``: f_bavail * f_frsize; None if the server lacks it."""
+    try:
+        kind, message = client._request(protocol.CMD_EXTENDED, "statvfs@openssh.com", path)
+    except _DROPPED:
+        return None
+    if kind != protocol.CMD_EXTENDED_REPLY:
+        return None
+    _bsize, frsize, _blocks, _bfree, bavail = struct.unpack(">5Q", message.get_bytes(40))
+    return int(bavail * frsize)
+
+
 # Writing files ----------------------------------------------------------------
 
 
-class _Acks:
-    """Receives the server's answers to our writes (paramiko hands each
+class _Answers:
+    """Receives the server's answers to our requests (paramiko hands each
     answer to the object the request was made for)."""
 
     def __init__(self) -> None:
-        self.answered: dict[int, str | None] = {}
-        """Request number -> None (done) or the server's error."""
+        self.answered: dict[int, tuple[int, paramiko.Message]] = {}
+        """Request number -> (answer kind, message)."""
 
     def _async_response(self, kind: int, message: paramiko.Message, number: int) -> None:
-        if kind != protocol.CMD_STATUS:
-            self.answered[number] = f"unexpected answer {kind}"
-            return
-        code, text = message.get_int(), message.get_text()
-        self.answered[number] = None if code == protocol.SFTP_OK else (text or f"error {code}")
+        self.answered[number] = (kind, message)
+
+
+def _problem(kind: int, message: paramiko.Message) -> str | None:
+    """None for a write the server did, else what it said."""
+    if kind != protocol.CMD_STATUS:
+        return f"unexpected answer {kind}"
+    code, text = message.get_int(), message.get_text()
+    return None if code == protocol.SFTP_OK else (text or f"error {code}")
 
 
 class _RemoteFile:
@@ -366,7 +385,7 @@ class _RemoteFile:
 
     def __init__(self, session: _Session, path: str) -> None:
         self._session, self._path = session, path
-        self._acks = _Acks()
+        self._acks = _Answers()
         self._in_flight: OrderedDict[int, tuple[int, bytes]] = OrderedDict()
         self._handle: bytes | None = session.open_for_writing(path, truncate=True)
         self._broken = False
@@ -429,9 +448,10 @@ class _RemoteFile:
             except BaseException:
                 self._broken = True
                 raise
-        for number, problem in list(self._acks.answered.items()):
+        for number, (kind, message) in list(self._acks.answered.items()):
             del self._acks.answered[number]
             offset, piece = self._in_flight.pop(number, (0, b""))
+            problem = _problem(kind, message)
             if problem is not None:
                 raise self._session.refused_write(self._path, offset, len(piece), problem)
 
@@ -452,6 +472,56 @@ class _RemoteFile:
         for offset, piece in pending:
             self._send(offset, piece)
         log.info("ssh: resumed %s (%d writes sent again)", self._path, len(pending))
+
+
+class _RemoteReader:
+    """A file on the server read in order with a bounded window of reads in
+    flight (paramiko's prefetch asks for the whole file at once and keeps
+    what arrives: a dump's size of memory)."""
+
+    def __init__(self, client: paramiko.SFTPClient, path: str) -> None:
+        self._client, self._path = client, path
+        self._answers = _Answers()
+        self._size = client.stat(path).st_size or 0
+        _, message = client._request(protocol.CMD_OPEN, path, protocol.SFTP_FLAG_READ,
+                                     paramiko.SFTPAttributes())  # fmt: skip
+        self._handle: bytes | None = message.get_binary()
+        self._asked = 0
+        self._queue: deque[tuple[int, int, int]] = deque()
+        """(request number, offset, length) in file order."""
+
+    def read(self, size: int) -> bytes:
+        """The next bytes (at most a request's), b"" at the end."""
+        while len(self._queue) < _READ_WINDOW and self._asked < self._size:
+            length = min(_REQUEST_BYTES, self._size - self._asked)
+            self._ask(self._asked, length)
+            self._asked += length
+        if not self._queue:
+            self._close()
+            return b""
+        number, offset, length = self._queue.popleft()
+        while number not in self._answers.answered:
+            self._client._read_response()
+        kind, message = self._answers.answered.pop(number)
+        if kind != protocol.CMD_DATA:
+            raise TargetError(f"{self._path}: reading it back failed: {_problem(kind, message)}")
+        data: bytes = message.get_string()
+        if 0 < len(data) < length:  # a short read: ask for the rest next
+            self._queue.appendleft(self._ask_now(offset + len(data), length - len(data)))
+        return data
+
+    def _ask(self, offset: int, length: int) -> None:
+        self._queue.append(self._ask_now(offset, length))
+
+    def _ask_now(self, offset: int, length: int) -> tuple[int, int, int]:
+        number = self._client._async_request(self._answers, protocol.CMD_READ, self._handle,
+                                             protocol.int64(offset), length)  # fmt: skip
+        return number, offset, length
+
+    def _close(self) -> None:
+        if self._handle is not None:
+            handle, self._handle = self._handle, None
+            self._client._request(protocol.CMD_CLOSE, handle)
 
 
 class SftpDumpFile:
@@ -570,15 +640,7 @@ class _Session:
                             f"{offset}: {problem}{full}", 0)  # fmt: skip
 
     def free_bytes(self, path: str) -> int | None:
-        """statvfs@openssh.com: f_bavail * f_frsize; None if the server lacks it."""
-        try:
-            kind, message = self.client._request(protocol.CMD_EXTENDED, "statvfs@openssh.com", path)
-        except _DROPPED:
-            return None
-        if kind != protocol.CMD_EXTENDED_REPLY:
-            return None
-        _bsize, frsize, _blocks, _bfree, bavail = struct.unpack(">5Q", message.get_bytes(40))
-        return int(bavail * frsize)
+        return free_bytes(self.client, path)
 
     def where(self, path: str) -> str:
         return f"{self._endpoint.user}@{self._endpoint.alias}:{path}"
@@ -629,19 +691,10 @@ class SftpDumpDir:
 
     def read_back(self, name: str) -> Callable[[int], bytes] | None:
         try:
-            file = self._session.client.open(self._join(name), "rb")
-            file.prefetch()
+            return _RemoteReader(self._session.client, self._join(name)).read
         except _DROPPED as error:
             log.warning("%s/%s cannot be read back: %s", self.where, name, error)
             return None
-
-        def read(size: int) -> bytes:
-            data: bytes = file.read(min(size, _READ_BYTES))
-            if not data:
-                file.close()
-            return data
-
-        return read
 
     def _join(self, name: str) -> str:
         return f"{self._path}/{name}"
@@ -670,8 +723,8 @@ class SftpTarget:
         self._make_directories(self._path)
 
     @property
-    def source_ip(self) -> str:
-        """This machine's address toward the server (the dump directory's prefix)."""
+    def address(self) -> str:
+        """This machine's address toward the server: the dump directory's ``<ip>``."""
         return self._open().source_ip
 
     def make_dump_dir(self, name: str) -> SftpDumpDir:
