@@ -58,7 +58,55 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("vmcore")
     ck = sub.add_parser("check", help="compare DIR/vmcore with DIR/workload.json")
     ck.add_argument("dir")
+    _capture_parser(sub)
     return p
+
+
+def _capture_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cp = sub.add_parser("capture", help="a real capture with kdump-capture's own image")
+    cp.add_argument("--kernel", choices=list(KERNELS), default="6.1")
+    cp.add_argument("--memory", type=int, default=2048, help="guest MiB")
+    cp.add_argument("--crashkernel", default="256M")
+    cp.add_argument("--config", required=True, help="kdump.conf for the image")
+    cp.add_argument("--initrd", help="a capture image (default: build-initrd builds one)")
+    cp.add_argument(
+        "--disk",
+        default="LABEL=kdump",
+        help="the dump disk's filesystem: LABEL=x, UUID=u, or none (no disk)",
+    )
+    cp.add_argument("--fstype", choices=["ext4", "xfs"], default="ext4")
+    cp.add_argument("--dump-device", choices=list(DISK_DEVICES), default="virtio-blk")
+    cp.add_argument("--timeout", type=float, default=600)
+    cp.add_argument("--out", required=True, help="output directory")
+
+
+def _cmd_capture(a: argparse.Namespace) -> int:
+    from .capture import Disk, capture
+
+    disk = None
+    if a.disk != "none":
+        kind, _, value = a.disk.partition("=")
+        if kind not in ("LABEL", "UUID") or not value:
+            raise LabError(f"--disk {a.disk!r}: LABEL=name, UUID=uuid or none")
+        disk = Disk(a.fstype, value if kind == "LABEL" else None, value if kind == "UUID" else None)
+    res = capture(
+        a.kernel,
+        a.memory,
+        a.crashkernel,
+        Path(a.config).resolve(),
+        Path(a.out).resolve(),
+        disk,
+        Path(a.initrd).resolve() if a.initrd else None,
+        a.timeout,
+        a.dump_device,
+    )
+    print(
+        json.dumps(
+            {"ended": res.ended, "dumps": [str(d) for d in res.dumps], "timings": res.timings},
+            indent=2,
+        )
+    )
+    return 0
 
 
 def _cmd_vmcore(a: argparse.Namespace) -> int:
@@ -109,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_matrix(a)
         if a.cmd == "kernels":
             return _cmd_kernels(a)
+        if a.cmd == "capture":
+            return _cmd_capture(a)
         if a.cmd == "check":
             res = check_dump(Path(a.dir))
             print(json.dumps(res, indent=2))
