@@ -498,6 +498,12 @@ def _build_initrd_arguments(build: argparse.ArgumentParser) -> None:
     add_arguments(build)
 
 
+def _propagate_arguments(propagate: argparse.ArgumentParser) -> None:
+    from capture.firstkernel.propagate import add_arguments
+
+    add_arguments(propagate)
+
+
 def _self_test(args: argparse.Namespace) -> int:
     from capture.selftest import run_self_test
 
@@ -560,5 +566,6 @@ _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "save-raw": ("extract a dump from a raw target device (next boot)", _save_raw_arguments),
     "self-test": ("check this install has all a capture needs", _self_test_arguments),
     "build-initrd": ("build the capture initramfs (dracut)", _build_initrd_arguments),
+    "propagate": ("install the ssh target's key, record its host key", _propagate_arguments),
 }
 """Each command: its line in the top-level help, and what adds its arguments."""

@@ -18,6 +18,7 @@ else ed25519.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import socket
@@ -29,7 +30,7 @@ from typing import NamedTuple
 from capture.agent.config import Config, SshTarget
 from capture.errors import CaptureError
 
-__all__ = ("KNOWN_HOSTS", "PropagateError", "Resolved", "key_type", "propagate")
+__all__ = ("KNOWN_HOSTS", "PropagateError", "Resolved", "add_arguments", "key_type", "propagate")
 
 log = logging.getLogger("capture")
 
@@ -181,3 +182,28 @@ def _run(argv: list[str], what: str) -> str:
     if done.returncode != 0:
         raise PropagateError(f"{what} failed: {done.stderr.strip() or done.returncode}")
     return done.stdout
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """``kdump-capture propagate``'s arguments."""
+    parser.description = (
+        "For an 'ssh user@host' target, as kdumpctl propagate: make the sshkey if there is "
+        "none, install it on the server with ssh-copy-id (interactive), record the server's "
+        "host key in KDUMP_DIR/known_hosts for the capture kernel, and check that the "
+        "capture kernel's own client gets in."
+    )
+    parser.add_argument("--config", metavar="FILE", default="/etc/kdump.conf",
+                        help="its kdump.conf (default: /etc/kdump.conf)")  # fmt: skip
+    parser.add_argument("--kdump-dir", metavar="DIR", default="/etc/kdump",
+                        help="where known_hosts is recorded (default: /etc/kdump)")  # fmt: skip
+    parser.add_argument("--ssh-config", metavar="FILE", default=None,
+                        help="an ssh_config for ssh, ssh-copy-id and the check "
+                        "(default: ~/.ssh/config and /etc/ssh/ssh_config)")  # fmt: skip
+    parser.set_defaults(command=_command)
+
+
+def _command(args: argparse.Namespace) -> int:
+    from capture.agent.config import load_config
+
+    print(propagate(load_config(args.config), args.kdump_dir, args.ssh_config))
+    return 0
