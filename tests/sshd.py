@@ -100,15 +100,20 @@ def sshd(tmp: Path, sftp_only: bool = False, trusted: bool = True,
     if not host_key.exists():
         _keygen(host_key)
     port = port or free_port()
+    server_home = root / "home"
+    (server_home / ".ssh").mkdir(parents=True, exist_ok=True, mode=0o700)
     host_public = Path(f"{host_key}.pub").read_text().split()
     line = f"[127.0.0.1]:{port} {host_public[0]} {host_public[1]}"
     config = root / "sshd_config"
     config.write_text("\n".join([
         f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {host_key}",
-        f"AuthorizedKeysFile {root / 'authorized_keys'}", f"PidFile {root / 'sshd.pid'}",
+        # The second file is where ssh-copy-id -s puts keys: SFTP starts in
+        # the test's home, never root's real one.
+        f"AuthorizedKeysFile {root / 'authorized_keys'} {server_home / '.ssh/authorized_keys'}",
+        f"PidFile {root / 'sshd.pid'}",
         "PermitRootLogin prohibit-password", "PasswordAuthentication no",
         "KbdInteractiveAuthentication no", "UsePAM no", "StrictModes no",
-        "Subsystem sftp internal-sftp", "LogLevel VERBOSE",
+        f"Subsystem sftp internal-sftp -d {server_home}", "LogLevel VERBOSE",
         *(["ForceCommand internal-sftp", "DisableForwarding yes"] if sftp_only else []),
         "",
     ]))  # fmt: skip

@@ -17,9 +17,11 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -88,7 +90,8 @@ def reference(tmp_path: Path, core: RealCore, *flags: str) -> bytes:
 
 
 def manifest_of(directory: Path) -> dict[str, object]:
-    text = (directory / "manifest.json").read_text() if (directory / "manifest.json").exists() else ""
+    path = directory / "manifest.json"
+    text = path.read_text() if path.exists() else ""
     return json.loads(text) if text else {}
 
 
@@ -103,8 +106,10 @@ def check_manifest_against_files(directory: Path) -> None:
 
 
 @pytest.mark.parametrize("form", ["vmcore", "flat"])
-def test_fedora_files_on_the_server(tmp_path: Path, server: Server, real_core: RealCore,
-                                    form: str, capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+def test_fedora_files_on_the_server(
+    tmp_path: Path, server: Server, real_core: RealCore, form: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
     """`kdump-capture run --no-action` with `ssh root@dumps`: Fedora's files,
     0600 in a 0700 directory named for our address toward the server; the dump
     is makedumpfile's byte for byte (the flat one after makedumpfile -R)."""
@@ -443,3 +448,50 @@ print(sorted(name for name in sys.modules if name.split(".")[0] in ("paramiko", 
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True,
                           check=True, cwd=Path(__file__).resolve().parent.parent)  # fmt: skip
     assert done.stdout.strip() == "[]"
+
+
+def test_propagate_then_capture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """propagate makes the key, installs it with ssh-copy-id (here over SFTP,
+    accepting the new host key as a user would), records the host key in
+    KDUMP_DIR/known_hosts; the capture then gets in with that file alone."""
+    # A short HOME: ssh-copy-id puts a control socket under it (108 bytes at most).
+    short = Path(tempfile.mkdtemp(prefix="kc-", dir="/tmp"))
+    try:
+        with sshd(short) as server:
+            use_home(server, monkeypatch)
+            propagate_then_capture(tmp_path, server, capsys)
+    finally:
+        shutil.rmtree(short, ignore_errors=True)
+
+
+def propagate_then_capture(tmp_path: Path, server: Server,
+                           capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    ssh_dir = server.home / ".ssh"
+    (ssh_dir / "known_hosts").write_text("")
+    ssh_config = ssh_dir / "config"
+    ssh_config.write_text(ssh_config.read_text() + "    StrictHostKeyChecking accept-new\n"
+                          f"    UserKnownHostsFile {ssh_dir / 'known_hosts'}\n")  # fmt: skip
+    new_key = ssh_dir / "kdump_id_new"
+    dumps = tmp_path / "dumps"
+    config = config_for(tmp_path, server, dumps)
+    config.write_text(config.read_text().replace(f"sshkey {server.key}", f"sshkey {new_key}"))
+    kdump_dir = tmp_path / "kdump.d"
+    status = main(["propagate", "--config", str(config), "--kdump-dir", str(kdump_dir),
+                   "--ssh-config", str(ssh_config), "--sftp"])  # fmt: skip
+    output = capsys.readouterr()
+    assert status == 0, output
+    assert f"made {new_key}" in output.out
+    assert Path(f"{new_key}.pub").read_text().startswith("ssh-ed25519 ")
+    installed = (server.root / "home" / ".ssh" / "authorized_keys").read_text()
+    assert Path(f"{new_key}.pub").read_text().split()[1] in installed
+    recorded = (kdump_dir / "known_hosts").read_text()
+    assert server.host_key_line.split()[2] in recorded
+    # The capture: the user's known_hosts and key gone, so only the new key
+    # and the recorded host key can let it in.
+    (ssh_dir / "known_hosts").unlink()
+    ssh_config.write_text(f"Host {ALIAS}\n    HostName 127.0.0.1\n    Port {server.port}\n")
+    server.key.unlink()
+    result = capture(tmp_path, config, core_61().vmcore)
+    assert (result.status, result.action) == (0, Action.POWEROFF)
+    assert (only_dump_dir(dumps) / "vmcore").exists()

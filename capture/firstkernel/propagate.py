@@ -64,7 +64,8 @@ def key_type(path: str) -> list[str]:
     return ["-t", "ed25519"]
 
 
-def propagate(config: Config, kdump_dir: str, ssh_config: str | None = None) -> str:
+def propagate(config: Config, kdump_dir: str, ssh_config: str | None = None,
+              sftp: bool = False) -> str:
     """Make the key, install it, record the host key, check it all.
 
     :returns: a line for the user saying what was done.
@@ -77,11 +78,15 @@ def propagate(config: Config, kdump_dir: str, ssh_config: str | None = None) -> 
     key = config.sshkey.value
     made = _make_key(key)
     options = ["-F", ssh_config] if ssh_config else []
-    _install_key(target, key, options)
     resolved = _resolve(target, options)
+    try:  # with this key alone: ssh-copy-id's own check also tries the user's other keys
+        _capture_client(config, target, ssh_config, resolved.known_hosts)
+        log.info("%s is already installed on %s@%s", key, target.user, target.host)
+    except PropagateError:
+        _install_key(target, key, [*options, "-s"] if sftp else options)
     recorded = os.path.join(kdump_dir, KNOWN_HOSTS)
     _record_host_key(resolved, recorded)
-    free = _check_like_the_capture_kernel(config, target, recorded, ssh_config)
+    free = _capture_client(config, target, ssh_config, (recorded,))
     space = f"; {free / 1e9:.1f} GB free under {config.path.value}" if free is not None else ""
     return (f"{'made' if made else 'kept'} {key}, installed it on {target.user}@{target.host}, "
             f"recorded {resolved.host_key_name}'s host key in {recorded}; the capture kernel's "
@@ -100,8 +105,10 @@ def _make_key(path: str) -> bool:
 
 
 def _install_key(target: SshTarget, key: str, options: Sequence[str]) -> None:
-    """ssh-copy-id, interactive: the user's own ssh and authentication."""
-    argv = ["ssh-copy-id", *options, "-i", f"{key}.pub", f"{target.user}@{target.host}"]
+    """ssh-copy-id, interactive: the user's own ssh and authentication.
+    Forced (-f): its own check lets ssh try the user's other keys too, and so
+    takes a key the server does not have for one it has."""
+    argv = ["ssh-copy-id", "-f", *options, "-i", f"{key}.pub", f"{target.user}@{target.host}"]
     log.info("installing %s.pub: %s", key, " ".join(argv))
     if subprocess.run(argv, check=False).returncode != 0:
         raise PropagateError(f"ssh-copy-id could not install {key}.pub on "
@@ -145,18 +152,21 @@ def _record_host_key(resolved: Resolved, recorded: str) -> None:
     os.chmod(recorded, 0o644)
 
 
-def _check_like_the_capture_kernel(config: Config, target: SshTarget, recorded: str,
-                                   ssh_config: str | None) -> int | None:  # fmt: skip
-    """The ssh target's own connection (keys only, known_hosts checked) and
-    the free space under ``path``."""
+def _capture_client(config: Config, target: SshTarget, ssh_config: str | None,
+                    known_hosts: tuple[str, ...]) -> int | None:  # fmt: skip
+    """The ssh target's own client, with the sshkey alone and these
+    known_hosts files only: the free space under ``path``.
+
+    :raises PropagateError: when it cannot get in.
+    """
     import time
 
     from capture.agent.targets import TargetError
     from capture.agent.targets.ssh import SYSTEM_CONFIG, USER_CONFIG, connect, free_bytes, resolve
 
     files = (ssh_config,) if ssh_config else (USER_CONFIG, SYSTEM_CONFIG)
-    endpoint = resolve(target, config.sshkey.value, recorded, files)
-    endpoint = endpoint._replace(known_hosts=(recorded,))  # what the capture image carries
+    endpoint = resolve(target, config.sshkey.value, None, files)
+    endpoint = endpoint._replace(identities=(config.sshkey.value,), known_hosts=known_hosts)
 
     def wait(seconds: float) -> bool:
         time.sleep(seconds)
@@ -199,11 +209,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ssh-config", metavar="FILE", default=None,
                         help="an ssh_config for ssh, ssh-copy-id and the check "
                         "(default: ~/.ssh/config and /etc/ssh/ssh_config)")  # fmt: skip
+    parser.add_argument("--sftp", action="store_true",
+                        help="install the key over SFTP (ssh-copy-id -s): for a server "
+                        "with no shell")  # fmt: skip
     parser.set_defaults(command=_command)
 
 
 def _command(args: argparse.Namespace) -> int:
     from capture.agent.config import load_config
 
-    print(propagate(load_config(args.config), args.kdump_dir, args.ssh_config))
+    print(propagate(load_config(args.config), args.kdump_dir, args.ssh_config, args.sftp))
     return 0
