@@ -25,6 +25,7 @@ powered off.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -179,10 +180,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _stop(pidfile: Path) -> None:
     """The server, if the test has not stopped it already."""
-    try:
+    with contextlib.suppress(OSError, ValueError):
         os.kill(int(pidfile.read_text()), 9)
-    except (OSError, ValueError):
-        pass
 
 
 if __name__ == "__main__":
