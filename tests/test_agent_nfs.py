@@ -26,9 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.realcores import REPO
-from tests.test_agent_run import check_files_against_references, makedumpfile
-from tests.test_dumpfile import core_61
+from tests.agentrun import check_files_against_references, makedumpfile
+from tests.realcores import REPO, core_61
 
 sys.path.insert(0, str(REPO / "qemu"))
 from kdumplab.nfsguest import SERVER_IP, command
@@ -169,3 +168,29 @@ def test_nfs_v4_v3_and_a_server_that_dies(tmp_path: Path) -> None:
     assert "vmcore" not in names and "vmcore-incomplete" in names and "vmcore-dmesg.txt" in names
     left = manifest_of(directory)  # as the server last had it
     assert left["status"] != "complete" and "vmcore" not in left["files"]
+
+
+def test_fstab_entry_and_fedoras_option_massaging(tmp_path: Path) -> None:
+    """Read by what a user's fstab holds: the entry matched with or without
+    a trailing slash, nfs4 meaning v4, Fedora's drops, ours added once."""
+    from capture.agent.config import NfsTarget
+    from capture.agent.targets.nfs import fstab_entry, mount_options
+
+    fstab = tmp_path / "fstab"
+    fstab.write_text(
+        "# a comment\nUUID=1234 / ext4 defaults 0 1\n"
+        "filer:/export/crash/ /var/crash nfs4 ro,hard,noauto,nofail,proto=tcp,"
+        "clientaddr=192.0.2.1,x-systemd.automount,rsize=65536 0 0\n"
+        "[2001:db8::1]:/dumps /mnt/v6 nfs vers=3,timeo=30,retrans=5,lock 0 0\n"
+    )
+    entry = fstab_entry(NfsTarget("filer", "/export/crash"), str(fstab))
+    assert entry is not None and entry.mount_point == "/var/crash"
+    options = mount_options(entry).split(",")
+    assert options == ["rw", "rsize=65536", "vers=4", "soft", "retry=0", "timeo=50",
+                       "retrans=2", "nolock"]  # fmt: skip
+    v6 = fstab_entry(NfsTarget("2001:db8::1", "/dumps"), str(fstab))
+    assert v6 is not None
+    assert mount_options(v6).split(",") == ["vers=3", "timeo=30", "retrans=5", "lock", "soft",
+                                            "retry=0", "rw"]  # fmt: skip
+    assert fstab_entry(NfsTarget("filer", "/other"), str(fstab)) is None
+    assert mount_options(None) == "soft,retry=0,timeo=50,retrans=2,nolock,rw"

@@ -34,9 +34,8 @@ from capture.agent.config import Action, SshTarget, load_config
 from capture.agent.run import RunEnvironment, RunResult, run_capture
 from capture.cli import main
 from tests import oracles
-from tests.realcores import RealCore
+from tests.realcores import RealCore, core_61
 from tests.sshd import ALIAS, Server, sshd
-from tests.test_dumpfile import core_61
 
 DIR_NAME = re.compile(r"^127\.0\.0\.1-\d{4}-\d\d-\d\d-\d\d:\d\d:\d\d$")
 FEDORA_FILES = {"vmcore": "vmcore", "flat": "vmcore.flat"}
