@@ -518,7 +518,7 @@ def test_check_config_ssh_key(tmp_path, kdump_dir) -> None:
     path = write(tmp_path, text)
     assert [str(p) for p in check_config(path, kdump_dir)] == [
         f"{path}:2: the ssh key {key} does not exist, so the dump cannot log in; "
-        "run 'kdumpctl propagate' or give the key's path with 'sshkey PATH'"
+        "run 'kdump-capture propagate' or give the key's path with 'sshkey PATH'"
     ]
     key.write_text("key")
     key.chmod(0o644)

@@ -58,6 +58,7 @@ def check_config(path: str = DEFAULT_CONFIG, kdump_dir: str = KDUMP_DIR) -> list
         checker.hook_directory(stage, stage.directory(kdump_dir))
     checker.extra_bins()
     checker.ssh_key()
+    checker.ssh_format()
     checker.fence_nodes()
     return sorted(checker.problems, key=lambda problem: _order(problem, path))
 
@@ -156,7 +157,7 @@ class _Checker:
             self.add(
                 origin if not config.sshkey.is_default else config.target.origin,
                 f"the ssh key {key} does not exist, so the dump cannot log in; "
-                "run 'kdumpctl propagate' or give the key's path with 'sshkey PATH'",
+                "run 'kdump-capture propagate' or give the key's path with 'sshkey PATH'",
             )
         elif os.stat(key).st_mode & 0o077:
             self.add(
@@ -164,6 +165,14 @@ class _Checker:
                 f"the ssh key {key} can be read by others, so ssh refuses to use it; "
                 f"chmod 0600 {key}",
             )
+
+    def ssh_format(self) -> None:
+        setting = self.config.ssh_format
+        targets = [self.config.target, *self.config.fallback]
+        any_ssh = any(isinstance(target.value, SshTarget) for target in targets if target)
+        if not setting.is_default and not any_ssh:
+            self.add(setting.origin, "kdump_capture_ssh_format is only for an 'ssh user@host' "
+                     "target, and no target is one; remove the line")  # fmt: skip
 
     def fence_nodes(self) -> None:
         setting = self.config.fence_kdump_nodes
