@@ -67,8 +67,9 @@ def config_for(tmp_path: Path, server: Server, dumps: Path, collector: str = "-l
 
 def capture(tmp_path: Path, config: Path, vmcore: Path) -> RunResult:
     actions = RecordingActions(out=None, newroot=str(tmp_path / "sysroot"))
-    environment = RunEnvironment(actions=actions, vmcore=str(vmcore),
-                                 kdump_dir=str(tmp_path / "kdump.d"), cpus=1)  # fmt: skip
+    environment = RunEnvironment(actions=actions, vmcore=str(vmcore), cpus=1,
+                                 kdump_dir=str(tmp_path / "kdump.d"),
+                                 mount_root=str(tmp_path / "kdumproot"))  # fmt: skip
     result = run_capture(load_config(str(config)), environment)
     assert actions.performed[-1] == result.action
     return result
@@ -282,6 +283,30 @@ def test_server_gone_mid_dump_leaves_it_incomplete(tmp_path: Path, server: Serve
         "vmcore-dmesg.txt"
     ).read_bytes()
     assert manifest_of(directory).get("status") != "complete"
+
+
+def test_server_down_falls_back_to_a_local_disk(tmp_path: Path, server: Server) -> None:
+    """kdump_capture_fallback: the server refuses, the dump lands whole on the
+    local disk, and the manifest says why the server was not used."""
+    from tests.test_agent_run import loop_filesystem, mounted
+
+    core = core_61()
+    server.stop()
+    with loop_filesystem(tmp_path, "ext4", 200) as (device, label, _uuid):
+        config = config_for(tmp_path, server, Path("/var/crash"),
+                            extra=f"kdump_capture_fallback ext4 LABEL={label}\n")  # fmt: skip
+        result = capture(tmp_path, config, core.vmcore)
+        assert (result.status, result.action) == (0, Action.POWEROFF)
+        with mounted(device, tmp_path) as root:
+            directory = only_dump_dir(root / "var/crash")
+            dump = (directory / "vmcore").read_bytes()
+            assert dump == reference(tmp_path, core, "-l", "-d", "31")
+            manifest = manifest_of(directory)
+    attempts = manifest["attempts"]
+    assert isinstance(attempts, list)
+    assert [attempt["outcome"] for attempt in attempts] == ["unreachable", "dump saved"]
+    assert "Connection refused" in attempts[0]["why"]
+    assert manifest["status"] == "complete"
 
 
 @pytest.fixture
