@@ -178,7 +178,7 @@ def _write_plan(plan_dir: Path, plan: Plan, tree: Path) -> Path:
     }
     for name, entries in lists.items():
         (plan_dir / name).write_text("".join(f"{e}\n" for e in dict.fromkeys(entries)))
-    elf, data = agent_files(tree, include_ssh=plan.ssh)
+    elf, data = agent_files(tree, include_ssh=plan.ssh, include_snappy=plan.snappy)
     (plan_dir / "agent.elf").write_text("".join(f"{e}\n" for e in elf))
     (plan_dir / "agent.data").write_text("".join(f"{e}\n" for e in data))
     if plan.switch_root:
@@ -188,11 +188,15 @@ def _write_plan(plan_dir: Path, plan: Plan, tree: Path) -> Path:
     return plan_dir
 
 
-def agent_files(tree: Path, include_ssh: bool) -> tuple[list[str], list[str]]:
+def agent_files(
+    tree: Path, include_ssh: bool, include_snappy: bool = True
+) -> tuple[list[str], list[str]]:
     """The tree's files (relative), ELF ones apart: those get their host libraries.
-    What only an SSH target needs (ssh.files) is left out without one."""
+    What only an SSH target needs (ssh.files) is left out without one, and
+    what only snappy (core_collector -p) needs without it."""
     skip = set() if include_ssh else _listed(tree / "ssh.files")
-    skip |= {"ssh.files", "needs.libs"}
+    skip |= set() if include_snappy else _listed(tree / "snappy.files")
+    skip |= {p.name for p in tree.glob("*.files")} | {"needs.libs"}  # the tree's own lists
     elf: list[str] = []
     data: list[str] = []
     for path in sorted(tree.rglob("*")):

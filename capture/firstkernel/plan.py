@@ -96,6 +96,7 @@ class Plan:
     depends: list[str] = field(default_factory=lambda: ["base", "fs-lib"])
     cmdline: list[str] = field(default_factory=list)
     ssh: bool = False
+    snappy: bool = False
     switch_root: bool = False
     network: bool = False
 
@@ -121,6 +122,12 @@ def make_plan(config_path: str, kdump_dir: str = KDUMP_DIR) -> Plan:
         plan.drivers += config.extra_modules.value
     if plan.ssh:
         plan.files.append(config.sshkey.value)
+    collector = config.core_collector.value.split() if config.core_collector else []
+    plan.snappy = (
+        bool(collector)
+        and os.path.basename(collector[0]) == "makedumpfile"
+        and ("-p" in collector[1:])
+    )
     actions = {config.failure_action.value.value, config.final_action.value.value}
     plan.switch_root = "boot" in actions
     return plan

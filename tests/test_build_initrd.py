@@ -1,0 +1,167 @@
+"""build-initrd's decisions and a real dracut build of the capture image.
+
+The plan (what kdump.conf makes the image hold) is checked directly; the
+image itself is built by the real dracut with the real frozen agent and
+listed with lsinitrd, so what the module installs is what is checked.
+"""
+
+from __future__ import annotations
+
+import shutil
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from capture.agent.config import parse_config
+from capture.errors import CaptureError
+from capture.firstkernel.initrd import agent_files, build_initrd, find_agent
+from capture.firstkernel.plan import make_plan, persistent_config
+from tests.realcores import REPO
+
+sys.path.insert(0, str(REPO / "qemu"))
+from kdumplab.kernels import get_kernel
+
+
+def _executable(path: Path, text: str = "#!/bin/sh\nexit 0\n") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
+def test_agent_files_split_elf_from_data_and_leave_out_ssh(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    (tree / "_internal" / "paramiko").mkdir(parents=True)
+    shutil.copy("/bin/true", tree / "kdump-capture-agent")
+    (tree / "_internal" / "base_library.zip").write_bytes(b"PK")
+    (tree / "_internal" / "paramiko" / "client.pyc").write_bytes(b"x")
+    (tree / "ssh.files").write_text("_internal/paramiko\n")
+    (tree / "needs.libs").write_text("/lib/x86_64-linux-gnu/libc.so.6\n")
+    elf, data = agent_files(tree, include_ssh=False)
+    assert elf == ["kdump-capture-agent"]
+    assert data == ["_internal/base_library.zip"]
+    _elf, data = agent_files(tree, include_ssh=True)
+    assert data == ["_internal/base_library.zip", "_internal/paramiko/client.pyc"]
+
+
+def test_plan_for_an_ssh_target_with_hooks(tmp_path: Path) -> None:
+    kdump_dir = tmp_path / "kdump"
+    pre = _executable(kdump_dir / "pre.d" / "10-note")
+    post = _executable(tmp_path / "post.sh")
+    key = tmp_path / "id"
+    key.write_text("key")
+    config = tmp_path / "kdump.conf"
+    config.write_text(
+        f"ssh dumper@192.0.2.7\nsshkey {key}\nkdump_post {post}\n"
+        "extra_bins /bin/true\nextra_modules dummy\nfailure_action boot\n"
+    )
+    plan = make_plan(str(config), str(kdump_dir))
+    assert {str(pre), str(post), str(key), "/bin/true"} <= set(plan.files)
+    assert "network" in plan.depends and plan.network and plan.ssh
+    assert {"virtio_net", "e1000", "dummy"} <= set(plan.drivers)
+    assert "rd.neednet=1" in plan.cmdline
+    assert plan.switch_root  # failure_action boot
+    assert str(kdump_dir / "emergency.d") in plan.dirs
+
+
+def test_plan_for_nfs_and_local(tmp_path: Path) -> None:
+    config = tmp_path / "kdump.conf"
+    config.write_text("nfs 192.0.2.7:/dumps\n")
+    nfs = make_plan(str(config), str(tmp_path))
+    assert "mount.nfs" in nfs.tools and "nfs" in nfs.drivers and nfs.network
+    config.write_text("xfs LABEL=dumps\nfinal_action poweroff\n")
+    local = make_plan(str(config), str(tmp_path))
+    assert not local.network and "xfs" in local.drivers and not local.switch_root
+
+
+def test_a_line_the_capture_kernel_would_skip_stops_the_build(tmp_path: Path) -> None:
+    config = tmp_path / "kdump.conf"
+    config.write_text("ext4 LABEL=kdump\nfinal_action explode\n")
+    with pytest.raises(CaptureError, match="final_action"):
+        make_plan(str(config))
+
+
+@pytest.fixture
+def loop_ext4(tmp_path: Path) -> Iterator[str]:
+    """A real block device (a loop device over an ext4 image)."""
+    image = tmp_path / "fs.img"
+    with image.open("wb") as file:
+        file.truncate(32 << 20)
+    subprocess.run(
+        ["mkfs.ext4", "-q", "-F", "-U", "0f1e2d3c-4b5a-4968-8776-655443322110", str(image)],
+        check=True,
+    )
+    node = subprocess.run(
+        ["losetup", "--find", "--show", str(image)],
+        check=True,
+        capture_output=True,
+        text=True,
+        errors="replace",
+    ).stdout.strip()
+    try:
+        yield node
+    finally:
+        subprocess.run(["losetup", "-d", node], check=False)
+
+
+def test_a_device_node_becomes_its_uuid(loop_ext4: str) -> None:
+    text = f"# dumps\next4 {loop_ext4}\npath /var/crash\n"
+    config = parse_config(text, "kdump.conf").config
+    rewritten = persistent_config(config, text)
+    assert rewritten == "# dumps\next4 UUID=0f1e2d3c-4b5a-4968-8776-655443322110\npath /var/crash\n"
+    text = "ext4 LABEL=kdump\n"
+    assert persistent_config(parse_config(text, "k").config, text) == text
+
+
+def _lsinitrd(image: Path, *names: str) -> str:
+    return subprocess.run(
+        ["lsinitrd", str(image), *names],
+        check=True,
+        capture_output=True,
+        text=True,
+        errors="replace",
+    ).stdout
+
+
+def test_a_real_image_holds_the_agent_config_hooks_and_ssh_files(tmp_path: Path) -> None:
+    """dracut 059 with our module, a lab kernel's modules, no squash so lsinitrd lists it."""
+    kern = get_kernel("6.1")
+    kdump_dir = tmp_path / "kdump"
+    hook = _executable(kdump_dir / "post.d" / "50-note")
+    key = tmp_path / "kdump_id"
+    key.write_text("not a key\n")
+    key.chmod(stat.S_IRUSR)
+    config = tmp_path / "kdump.conf"
+    config.write_text(
+        f"ssh dumper@192.0.2.7\nsshkey {key}\nextra_bins /usr/bin/env\nfinal_action poweroff\n"
+    )
+    image = build_initrd(
+        str(config),
+        kern.release,
+        str(kern.moddir),
+        str(tmp_path / "img"),
+        agent=str(find_agent(None)),
+        kdump_dir=str(kdump_dir),
+        squash=False,
+    )
+    listing = _lsinitrd(image.path)
+    for path in (
+        "usr/lib/kdump-capture/kdump-capture-agent",
+        "usr/bin/env",
+        str(hook)[1:],
+        str(key)[1:],
+        "kdump-capture.service",
+        "kdump-capture-failure.service",
+        "initrd.target.wants/kdump-capture.service",
+        "/paramiko/",
+        "virtio_net.ko",
+        "virtio_blk.ko",
+        "etc/cmdline.d/90kdump-capture.conf",
+    ):
+        assert path in listing, path
+    assert _lsinitrd(image.path, "-f", "etc/kdump.conf") == config.read_text()
+    assert "rd.neednet=1" in _lsinitrd(image.path, "-f", "etc/cmdline.d/90kdump-capture.conf")
