@@ -103,6 +103,7 @@ def build_initrd(
         raise CaptureError("dracut is not installed: apt-get install dracut-core")
     plan = make_plan(config, kdump_dir)
     tree = find_agent(agent)
+    _self_test(tree, plan)
     moddir = Path(kmoddir) if kmoddir else Path("/lib/modules") / kver
     if not (moddir / "modules.dep").exists():
         raise CaptureError(f"{moddir}: no modules.dep (run depmod -b ROOT {kver})")
@@ -124,6 +125,15 @@ def build_initrd(
         if result.returncode != 0:
             raise CaptureError(f"dracut failed (exit {result.returncode}): {' '.join(argv)}")
     return Image(Path(output), Path(output).stat().st_size, use_squash, tree)
+
+
+def _self_test(tree: Path, plan: Plan) -> None:
+    """The frozen agent checks it holds what a capture needs, so a missing
+    library fails this build, not the capture."""
+    argv = [str(tree / AGENT_EXECUTABLE), "self-test", *(["--ssh"] if plan.ssh else [])]
+    result = subprocess.run(argv, capture_output=True, text=True, errors="replace", check=False)
+    if result.returncode != 0:
+        raise CaptureError(f"{' '.join(argv)} failed:\n{(result.stdout + result.stderr)[-2000:]}")
 
 
 def dracut_argv(
