@@ -146,14 +146,16 @@ def test_dump_and_info_match_the_venvs(tree: Path, tmp_path: Path, real_core: Re
 
 def test_run_captures_and_hooks_get_the_system_libraries(tree: Path, tmp_path: Path) -> None:
     """`run` (a capture to the root filesystem, as the image runs it) from a
-    copy elsewhere: the dump is saved, and a hook the agent starts does not
-    inherit the bootloader's LD_LIBRARY_PATH (it would load the tree's libz)."""
+    copy elsewhere: the dump is saved, and a hook the agent starts inherits
+    neither the bootloader's LD_LIBRARY_PATH (it would load the tree's libz)
+    nor its _PYI_* variables, and can run the agent again."""
     core = core_61()
     copy = copy_leaving_out(tree, tmp_path / "image", ("ssh.files", "snappy.files"))
     sysroot = tmp_path / "sysroot"
     (sysroot / "var" / "crash").mkdir(parents=True)
     hook = tmp_path / "pre.sh"
-    hook.write_text(f"#!/bin/sh\nenv > {tmp_path}/hook-env\n")
+    hook.write_text(f"#!/bin/sh\nenv > {tmp_path}/hook-env\n"
+                    f"{copy / NAME} --version > {tmp_path}/hook-agent\n")  # fmt: skip
     hook.chmod(0o755)
     config = tmp_path / "kdump.conf"
     config.write_text(f"path /var/crash\ncore_collector makedumpfile -l -d 31\nkdump_pre {hook}\n")
@@ -167,4 +169,5 @@ def test_run_captures_and_hooks_get_the_system_libraries(tree: Path, tmp_path: P
         core.reference / "vmcore-dmesg.txt"
     ).read_bytes()
     hook_env = (tmp_path / "hook-env").read_text()
-    assert "LD_LIBRARY_PATH" not in hook_env
+    assert "LD_LIBRARY_PATH" not in hook_env and "_PYI_" not in hook_env
+    assert (tmp_path / "hook-agent").read_text() == f"kdump-capture {__version__}\n"
