@@ -55,6 +55,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     squash.add_argument(
         "--no-squash", dest="squash", action="store_false", help="a plain zstd cpio"
     )
+    parser.add_argument(
+        "--no-systemd",
+        dest="systemd",
+        action="store_false",
+        help="dracut's shell init; the agent runs from a pre-pivot hook (no squash)",
+    )
     parser.set_defaults(command=build)
 
 
@@ -71,6 +77,7 @@ def build(args: argparse.Namespace) -> int:
         agent=args.agent,
         kdump_dir=args.kdump_dir,
         squash=args.squash,
+        systemd=args.systemd,
     )
     kind = "squashfs" if image.squash else "zstd cpio"
     print(f"{image.path}: {image.size} bytes ({kind}), agent {image.agent}")

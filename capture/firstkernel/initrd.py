@@ -97,8 +97,10 @@ def build_initrd(
     agent: str | None = None,
     kdump_dir: str = KDUMP_DIR,
     squash: bool | None = None,
+    systemd: bool = True,
 ) -> Image:
-    """Build the capture initramfs for kernel ``kver`` into ``output``."""
+    """Build the capture initramfs for kernel ``kver`` into ``output``
+    (``systemd`` False: dracut's own shell init, the agent run from a hook)."""
     if shutil.which("dracut") is None:
         raise CaptureError("dracut is not installed: apt-get install dracut-core")
     plan = make_plan(config, kdump_dir)
@@ -112,8 +114,8 @@ def build_initrd(
         plan_dir = _write_plan(workdir / "plan", plan, tree)
         basedir = _dracut_base(workdir / "dracut")
         kmodroot = _kmod_root(workdir / "kmodroot", moddir, kver)
-        use_squash = _squash_available(basedir) if squash is None else squash
-        argv = dracut_argv(kver, moddir, Path(output), workdir, use_squash, plan)
+        use_squash = systemd and (_squash_available(basedir) if squash is None else squash)
+        argv = dracut_argv(kver, moddir, Path(output), workdir, use_squash, plan, systemd)
         env = dict(
             os.environ,
             dracutbasedir=str(basedir),
@@ -137,7 +139,13 @@ def _self_test(tree: Path, plan: Plan) -> None:
 
 
 def dracut_argv(
-    kver: str, moddir: Path, output: Path, workdir: Path, squash: bool, plan: Plan
+    kver: str,
+    moddir: Path,
+    output: Path,
+    workdir: Path,
+    squash: bool,
+    plan: Plan,
+    systemd: bool = True,
 ) -> list[str]:
     """dracut's command line: not host-only (the image boots on other machines),
     no host configuration, our module list, squash when there is one."""
@@ -145,7 +153,8 @@ def dracut_argv(
     confdir.mkdir(exist_ok=True)
     conf = workdir / "dracut.conf"
     conf.write_text("")
-    modules = list(DRACUT_MODULES) + (["squash"] if squash else [])
+    modules = [m for m in DRACUT_MODULES if systemd or "systemd" not in m]
+    modules += ["squash"] if squash else []
     argv = [
         "dracut",
         "--force",
