@@ -49,16 +49,21 @@ NFS_PORT, MOUNT_PORT, RPCBIND_PORT = 2049, 20048, 111
 """The server's ports, on the namespace's loopback and as the guest sees them
 at 10.0.2.100 (the same, so what rpcbind answers holds for the guest)."""
 GUEST_MODULES = ["virtio_pci", "virtio_net", "9p", "9pnet_virtio", "nfs", "nfsv3", "nfsv4",
-                 "af_packet"]  # fmt: skip
+                 "af_packet", "virtio_blk", "ext4", "crc32c_generic"]  # fmt: skip
+"""With virtio_blk and ext4 for a local disk (``--disk``), a fallback target."""
 _INIT = SCRIPTS / "nfs-guest-init.sh"
 
 
-def command(work: Path, export: Path, kernel: str = "6.1", timeout: float = 900) -> list[str]:
-    """The command line that serves ``export`` and boots the guest on ``work``."""
+def command(
+    work: Path, export: Path, kernel: str = "6.1", timeout: float = 900, disk: Path | None = None
+) -> list[str]:
+    """The command line that serves ``export`` and boots the guest on ``work``
+    (with ``disk``, a raw image, as its virtio disk)."""
     qemu_dir = Path(__file__).resolve().parent.parent
-    return ["unshare", "--net", "--mount", "--fork", "--", "env", f"PYTHONPATH={qemu_dir}",
+    argv = ["unshare", "--net", "--mount", "--fork", "--", "env", f"PYTHONPATH={qemu_dir}",
             sys.executable, "-m", "kdumplab.nfsguest", "--work", str(work), "--export",
             str(export), "--kernel", kernel, "--timeout", str(timeout)]  # fmt: skip
+    return argv + (["--disk", str(disk)] if disk else [])
 
 
 def guest_initramfs(kern: Kernel) -> Path:
@@ -141,10 +146,12 @@ def _guest_network() -> list[str]:
             "-device", "virtio-net-pci,netdev=n0"]  # fmt: skip
 
 
-def boot(work: Path, kernel: str, timeout: float) -> dict[str, object]:
+def boot(work: Path, kernel: str, timeout: float, disk: Path | None) -> dict[str, object]:
     """Boot the guest on ``work`` (its guest.sh), until it powers off."""
     kern = get_kernel(kernel)
-    extra = [*_guest_network(),
+    drive = ["-drive", f"file={disk},if=none,id=local,format=raw",
+             "-device", "virtio-blk-pci,drive=local"] if disk else []  # fmt: skip
+    extra = [*_guest_network(), *drive,
              "-virtfs", "local,path=/,mount_tag=hostroot,security_model=none,readonly=on",
              "-virtfs", f"local,path={work},mount_tag=work,security_model=none"]  # fmt: skip
     spec = VmSpec(kernel=kern.vmlinuz, initrd=guest_initramfs(kern), memory_mb=1024,
@@ -164,12 +171,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--export", type=Path, required=True)
     parser.add_argument("--kernel", default="6.1")
     parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--disk", type=Path, help="a raw image: the guest's virtio disk")
     args = parser.parse_args(argv)
     if not shutil.which("ganesha.nfsd"):
         raise LabError("ganesha.nfsd not found: apt-get install nfs-ganesha nfs-ganesha-vfs")
     rpcbind = _serve(args.export.resolve(), args.work.resolve())
     try:
-        outcome = boot(args.work.resolve(), args.kernel, args.timeout)
+        outcome = boot(args.work.resolve(), args.kernel, args.timeout, args.disk)
     finally:
         _stop(args.work / "ganesha.pid")
         rpcbind.kill()
