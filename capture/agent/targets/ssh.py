@@ -670,13 +670,26 @@ class SftpDumpDir:
         return FlatDumpFile(remote) if self._flattened else SftpDumpFile(remote)
 
     def write_file(self, name: str, data: bytes, durable: bool = True) -> None:
-        remote = _RemoteFile(self._session, self._join(name))
+        """Written beside, then renamed over ``name``: a write the server's
+        full disk cuts short leaves the earlier file (the manifest) whole."""
+        partial = f".{name}.partial"
+        remote = _RemoteFile(self._session, self._join(partial))
         try:
             remote.write_at(0, data)
             if durable:
                 remote.sync()
-        finally:
+        except BaseException:
             remote.close()
+            self._remove_quietly(partial)
+            raise
+        remote.close()
+        self.publish(partial, name)
+
+    def _remove_quietly(self, name: str) -> None:
+        try:
+            self._session.client.remove(self._join(name))
+        except _DROPPED as error:
+            log.debug("%s: %s", self._join(name), error)
 
     def publish(self, temporary: str, final: str) -> None:
         old, new = self._join(temporary), self._join(final)
