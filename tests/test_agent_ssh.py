@@ -288,7 +288,7 @@ def test_server_gone_mid_dump_leaves_it_incomplete(tmp_path: Path, server: Serve
 def test_server_down_falls_back_to_a_local_disk(tmp_path: Path, server: Server) -> None:
     """kdump_capture_fallback: the server refuses, the dump lands whole on the
     local disk, and the manifest says why the server was not used."""
-    from tests.test_agent_run import loop_filesystem, mounted
+    from tests.agentrun import loop_filesystem, mounted
 
     core = core_61()
     server.stop()
