@@ -64,8 +64,9 @@ def key_type(path: str) -> list[str]:
     return ["-t", "ed25519"]
 
 
-def propagate(config: Config, kdump_dir: str, ssh_config: str | None = None,
-              sftp: bool = False) -> str:
+def propagate(
+    config: Config, kdump_dir: str, ssh_config: str | None = None, sftp: bool = False
+) -> str:
     """Make the key, install it, record the host key, check it all.
 
     :returns: a line for the user saying what was done.
