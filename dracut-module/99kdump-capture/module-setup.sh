@@ -79,7 +79,7 @@ install() {
     if dracut_module_included "systemd"; then
         _install_capture_units
     else
-        inst_hook cmdline 00 "$moddir/kdump-capture-cmdline.sh"
+        inst_hook cmdline 99 "$moddir/kdump-capture-cmdline.sh"
         inst_hook pre-mount 99 "$moddir/kdump-capture-hook.sh"
         inst_hook pre-pivot 90 "$moddir/kdump-capture-hook.sh"
     fi
