@@ -7,10 +7,12 @@ over 9p, and `kdump-capture run --no-action --vmcore` on a real vmcore
 shared in the same way. The server is nfs-ganesha, in a network namespace
 of its own with QEMU, reached by the guest only through slirp's guestfwd.
 
-One boot, three runs: NFSv4 with no fstab entry; NFSv3 from an fstab entry
+One boot, four runs: NFSv4 with no fstab entry; NFSv3 from an fstab entry
 whose options Fedora's massaging rewrites (``hard``, ``noauto``, ``proto=``
-dropped; ours added); and a server killed in the middle of the dump, which
-must end the run (nothing partial named complete) rather than hang it.
+dropped; ours added); a server that does not answer (an address slirp
+forwards nowhere), so the dump falls back to the guest's local disk; and a
+server killed in the middle of the dump, which must end the run (nothing
+partial named complete) rather than hang it.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tests.agentrun import check_files_against_references, makedumpfile
+from tests.agentrun import check_files_against_references, makedumpfile, mounted
 from tests.realcores import REPO, core_61
 
 sys.path.insert(0, str(REPO / "qemu"))
@@ -47,8 +49,13 @@ run v4
 mount --bind {work}/fstab /etc/fstab  # over the host's, read-only in the guest
 run v3
 umount /etc/fstab
+run fallback
 touch {work}/dead.started
-run dead
+run dead &
+# A real capture reboots once the action is named; --no-action's process
+# then still closes its file on the dead server, which is not waited for.
+until grep -q "not taken: --no-action" {work}/dead.out; do sleep 1; done
+sleep 2
 """
 
 
@@ -111,12 +118,21 @@ def test_nfs_v4_v3_and_a_server_that_dies(tmp_path: Path) -> None:
     (work / "dead.conf").write_text(config(export, "dead", (
         "core_collector makedumpfile -d 0\nkdump_capture_stall_timeout 60\n"
     )))  # fmt: skip
+    down = config(export, "fallback").replace(SERVER_IP, "10.0.2.101")  # nothing there
+    (work / "fallback.conf").write_text(
+        down + "core_collector makedumpfile -l -d 31\nkdump_capture_network_timeout 10\n"
+        "kdump_capture_fallback ext4 LABEL=kdcnfsfallback\n"
+    )
+    disk = tmp_path / "local.img"
+    with disk.open("wb") as image:
+        image.truncate(128 << 20)
+    subprocess.run(["mkfs.ext4", "-q", "-F", "-L", "kdcnfsfallback", str(disk)], check=True)
     kdump_capture = REPO / ".venv" / "bin" / "kdump-capture"
     (work / "guest.sh").write_text(
         GUEST_SCRIPT.format(kdump_capture=kdump_capture, work=work, vmcore=core.vmcore)
     )
     killed: dict[str, float] = {}
-    guest = subprocess.Popen(command(work, export, timeout=900), stdout=subprocess.PIPE,
+    guest = subprocess.Popen(command(work, export, timeout=900, disk=disk), stdout=subprocess.PIPE,
                              stderr=subprocess.PIPE, text=True)  # fmt: skip
     killer = threading.Thread(target=kill_server_mid_dump, args=(guest, work, export, killed))
     killer.start()
@@ -131,8 +147,10 @@ def test_nfs_v4_v3_and_a_server_that_dies(tmp_path: Path) -> None:
         killed.setdefault("at", 0.0)  # the killer thread stops
     diagnosis = f"{out}\n{err}\n{(work / 'console.log').read_text(errors='replace')[-3000:]}"
     assert guest.returncode == 0, diagnosis
-    outputs = {name: (work / f"{name}.out").read_text() for name in ("v4", "v3", "dead")}
-    statuses = {name: (work / f"{name}.status").read_text().strip() for name in outputs}
+    outputs = {name: (work / f"{name}.out").read_text()
+               for name in ("v4", "v3", "dead", "fallback")}  # fmt: skip
+    statuses = {name: (work / f"{name}.status").read_text().strip()
+                for name in ("v4", "v3", "fallback")}  # fmt: skip
 
     # NFSv4, no fstab entry: Fedora's files on the server, the dump makedumpfile's.
     assert statuses["v4"] == "0", outputs["v4"]
@@ -159,15 +177,32 @@ def test_nfs_v4_v3_and_a_server_that_dies(tmp_path: Path) -> None:
     assert killed["at"] > 0, "the dump ended before the server could be killed"
     assert ended is not None
     print(f"NFS server killed mid-dump: the run took its action {ended - killed['at']:.1f} s later")
-    assert statuses["dead"] == "3", outputs["dead"]  # the log was saved before the dump
-    assert "the server did not answer" in outputs["dead"]
-    assert "only part was saved" in outputs["dead"]
+    assert "the server did not answer" in outputs["dead"], outputs["dead"]
+    assert "only part was saved" in outputs["dead"]  # status 3: the log was saved first
     assert "action: halt (not taken: --no-action)" in outputs["dead"]
     directory = only_dump_dir(export / "dead")
     names = sorted(path.name for path in directory.iterdir())
     assert "vmcore" not in names and "vmcore-incomplete" in names and "vmcore-dmesg.txt" in names
     left = manifest_of(directory)  # as the server last had it
     assert left["status"] != "complete" and "vmcore" not in left["files"]
+
+    # No server answering: the mount fails within kdump_capture_network_timeout,
+    # and the dump lands on the local disk, the manifest saying why.
+    assert statuses["fallback"] == "0", outputs["fallback"]
+    assert not (export / "fallback").exists()
+    with mounted(str(disk), tmp_path) as root:
+        [directory] = list((root / "fallback").iterdir())
+        assert directory.name.startswith("127.0.0.1-")
+        names = sorted(path.name for path in directory.iterdir())
+        same = (directory / "vmcore").read_bytes() == (tmp_path / "v3-reference").read_bytes()
+        manifest = manifest_of(directory)
+    assert names == ["kexec-dmesg.log", "manifest.json", "vmcore", "vmcore-dmesg.txt"]
+    assert same
+    unreachable, saved = manifest["attempts"]
+    assert unreachable["target"]["kind"] == "nfs" and unreachable["outcome"] == "unreachable"
+    assert "mount" in unreachable["why"]
+    assert saved["target"]["where"] == "ext4 LABEL=kdcnfsfallback at /fallback"
+    assert saved["outcome"] == "dump saved"
 
 
 def test_fstab_entry_and_fedoras_option_massaging(tmp_path: Path) -> None:
