@@ -76,6 +76,10 @@ def test_plan_for_nfs_and_local(tmp_path: Path) -> None:
     config.write_text("xfs LABEL=dumps\nfinal_action poweroff\n")
     local = make_plan(str(config), str(tmp_path))
     assert not local.network and "xfs" in local.drivers and not local.switch_root
+    config.write_text("ext4 LABEL=dumps\n")
+    assert "xfs" not in make_plan(str(config), str(tmp_path)).drivers  # no root mounted
+    config.write_text("ext4 LABEL=dumps\nfailure_action dump_to_rootfs\n")
+    assert "xfs" in make_plan(str(config), str(tmp_path)).drivers
 
 
 def test_a_line_the_capture_kernel_would_skip_stops_the_build(tmp_path: Path) -> None:

@@ -58,7 +58,8 @@ NETWORK_DRIVERS = (
     "af_packet",
 )
 FILESYSTEMS = ("ext4", "xfs")
-"""Kernel modules for the root filesystem (dump_to_rootfs, boot, no target)."""
+"""Kernel modules for the root filesystem, only when it is mounted (no target,
+dump_to_rootfs, boot): xfs alone is 4 MiB unpacked."""
 
 ACTION_TOOLS = (
     "sh",
@@ -92,7 +93,7 @@ class Plan:
     files: list[str] = field(default_factory=list)
     tools: list[str] = field(default_factory=lambda: list(ACTION_TOOLS))
     dirs: list[str] = field(default_factory=list)
-    drivers: list[str] = field(default_factory=lambda: [*GENERIC_DRIVERS, *FILESYSTEMS])
+    drivers: list[str] = field(default_factory=lambda: list(GENERIC_DRIVERS))
     depends: list[str] = field(default_factory=lambda: ["base", "fs-lib"])
     cmdline: list[str] = field(default_factory=list)
     ssh: bool = False
@@ -130,6 +131,8 @@ def make_plan(config_path: str, kdump_dir: str = KDUMP_DIR) -> Plan:
     )
     actions = {config.failure_action.value.value, config.final_action.value.value}
     plan.switch_root = "boot" in actions
+    if config.target is None or actions & {"boot", "dump_to_rootfs"}:
+        plan.drivers += FILESYSTEMS  # the root filesystem is mounted
     return plan
 
 
