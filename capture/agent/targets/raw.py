@@ -2,12 +2,12 @@
 and ``save-raw``, which takes it off again on the next boot.
 
 A raw device holds no filesystem, so it can hold one thing only: the
-flattened stream (spec/formats.md 4.3) from the device's first byte on, as
+flattened stream (docs/formats.md §"The flattened format") from the device's first byte on, as
 Fedora's ``makedumpfile -F | dd of=<dev>`` writes it. The log and the
 manifest have nowhere to go (:attr:`RawDeviceTarget.keeps_files` is False). On the
 next boot :func:`save_raw` rebuilds the stream into
 ``<path>/<YYYY>-<MM>-<DD>-<HH>:<MM>/vmcore`` (Fedora's name,
-spec/capture-behaviour.md b.2 and c) and clears the device, so the same dump
+docs/capture.md §"Raw target") and clears the device, so the same dump
 is not extracted twice.
 
 Two things tell a whole dump from one cut short, since a device has no file
