@@ -1,6 +1,6 @@
 """``nfs host:/export``: an NFS export mounted at capture time, then a directory target.
 
-Mounted as Fedora's initramfs mounts it (spec/capture-behaviour.md b.2):
+Mounted as Fedora's initramfs mounts it (docs/capture.md §"NFS target"):
 with the options of the export's fstab entry when there is one (``ro``
 becomes ``rw``; ``noauto``, ``nofail``, ``nobootwait`` and ``addr=``,
 ``proto=``, ``clientaddr=`` dropped; an ``nfs4`` entry means ``vers=4``),
