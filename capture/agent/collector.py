@@ -12,7 +12,7 @@ problems: :func:`map_collector` returns them, check-config reports them, and
 the capture run logs them and honours the rest of the line, so a dump is
 still written.
 
-Fedora's rewriting (spec/capture-behaviour.md b.3) is applied: every ``-F``
+Fedora's rewriting (docs/capture.md §"Collector rewriting") is applied: every ``-F``
 is dropped and the stream format chosen by the target (ssh and raw stream,
 everything else holds a seekable file); with several CPUs and neither ``-F``
 nor ``-E``, one compression thread per CPU. One deliberate difference: a
