@@ -1,6 +1,6 @@
 """The user's hooks, run as Fedora runs them, each with a time limit and the run's facts.
 
-Fedora's order (spec/capture-behaviour.md b.3, f), kept here as a table
+Fedora's order (docs/capture.md §"Hooks"), kept here as a table
 (:data:`ORDER`):
 
 * **pre**: ``kdump_pre``, then every hook in ``pre.d``. A ``kdump_pre`` that
