@@ -1,6 +1,6 @@
 """The kdump-compressed ("diskdump") writer, byte for byte as readers expect.
 
-Layout (spec/formats.md 4.1): header block, sub-header and notes, bitmap1,
+Layout (docs/formats.md §"File layout"): header block, sub-header and notes, bitmap1,
 bitmap2, one 24-byte descriptor per dumpable pfn in pfn order, then page data
 (the shared zero page first). Pages are streamed in one pass; descriptors are
 written only after the data they point to, so a dump cut short by a full disk
