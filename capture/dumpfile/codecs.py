@@ -1,7 +1,7 @@
 """Per-page compression codecs of the kdump-compressed format.
 
 Each page is compressed on its own, as every reader expects, with exactly the
-stream format each reader decodes (spec/formats.md 4.1): zlib with its RFC
+stream format each reader decodes (docs/formats.md §"Page data and codecs"): zlib with its RFC
 1950 wrapper, raw LZO1X-1, raw snappy, one zstd frame. There is no LZ4: no
 reader knows a flag for it, and an unknown flag would be read as raw data.
 
