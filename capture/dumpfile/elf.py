@@ -1,6 +1,6 @@
 """The ELF dump writer (makedumpfile ``-E``), following makedumpfile's rules.
 
-Each input PT_LOAD becomes one or more output PT_LOADs (spec/formats.md 4.2):
+Each input PT_LOAD becomes one or more output PT_LOADs (docs/formats.md §"The ELF dump"):
 runs of fewer than 256 excluded pages are written anyway (with their real
 contents), a longer run ends the segment (its pages become the
 ``p_memsz - p_filesz`` tail) and a new one starts at the next dumpable page;
