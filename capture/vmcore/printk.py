@@ -1,7 +1,7 @@
 """The crashed kernel's log (what ``dmesg`` would have printed).
 
 Three ring layouts, chosen by which symbols VMCOREINFO exports
-(spec/formats.md 8):
+(docs/formats.md §"Which ring"):
 
 * the lockless ring, ``SYMBOL(prb)`` (Linux 5.10+, commit 896fbe20b4e2
   "printk: use the lockless ringbuffer");
