@@ -1,6 +1,7 @@
 """x86_64 virtual-to-physical translation without debug info.
 
-Everything comes from VMCOREINFO and the PT_LOADs (spec/formats.md 2.1-2.2).
+Everything comes from VMCOREINFO and the PT_LOADs (docs/formats.md
+§"Address translation (x86_64)").
 Memory is reached only through an injected ``read_phys(paddr, size)``, so this
 module is tested on plain byte arrays and knows nothing of file formats.
 """
@@ -54,7 +55,7 @@ class X86_64Layout(NamedTuple):
 
 
 def layout_from_vmcore(info: VmcoreInfo, segments: Iterable[LoadSegment]) -> X86_64Layout:
-    """Derive the layout from VMCOREINFO and the PT_LOADs (spec 2.1)."""
+    """Derive the layout from VMCOREINFO and the PT_LOADs (docs/formats.md §"Derived values")."""
     segments = list(segments)
     levels = 5 if info.number("pgtable_l5_enabled") == 1 else 4
     phys_base = info.number("phys_base")
