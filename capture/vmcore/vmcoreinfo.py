@@ -2,7 +2,7 @@
 
 The kernel writes ``KEY=VALUE`` lines at boot (``kernel/vmcore_info.c``) and
 appends ``CRASHTIME`` at panic. The key's form says how its value was printed
-(see the table in spec/formats.md 1.4); this module turns the text into typed
+(see the table in docs/formats.md §"VMCOREINFO"); this module turns the text into typed
 lookups. Unknown keys are kept, and the first occurrence of a key wins, as in
 makedumpfile, which scans from the top.
 """
