@@ -4,7 +4,8 @@ A page filter asks the same question of millions of struct pages. Looping
 over them in Python costs about a microsecond each; instead, a run of struct
 pages is read as one buffer and each field becomes a strided ``memoryview``
 (one element per page) that C-speed operations such as ``bytes.translate``,
-slicing and ``int`` bitsets can consume (spec/formats.md 6.3).
+slicing and ``int`` bitsets can consume (docs/formats.md
+§"Reading struct pages as columns").
 """
 
 from __future__ import annotations
