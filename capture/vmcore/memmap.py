@@ -2,7 +2,7 @@
 
 x86_64 kernels use SPARSEMEM_VMEMMAP: ``mem_section`` describes memory in
 128 MiB sections, and each present section's encoded ``section_mem_map``
-yields the address of its struct pages (spec/formats.md 2.3). With vmemmap
+yields the address of its struct pages (docs/formats.md §"Finding struct pages"). With vmemmap
 every section encodes the same base, so one value describes all of memory;
 decoding every section anyway cross-checks that value against corruption.
 FLATMEM (one ``mem_map`` array) and classic SPARSEMEM are handled too.
@@ -133,7 +133,7 @@ class MemMap:
         return self.vmemmap if self.vmemmap is not None else base
 
     def _decode_sparse(self) -> _Sparse:
-        """Decode mem_section into per-section bases (spec/formats.md 2.3)."""
+        """Decode mem_section into per-section bases (docs/formats.md §"Finding struct pages")."""
         vmcore, info = self._vmcore, self._vmcore.info
         section_bits = info.number("SECTION_SIZE_BITS") or _DEFAULT_SECTION_SIZE_BITS
         pfn_shift = section_bits - vmcore.page_shift
