@@ -3,7 +3,7 @@
 Each test (a flag bit, a page-type value, the anon bit of ``mapping``) turns
 byte columns of the run into an ``int`` bitset with whole-int operations:
 bit ``i`` stands for the run's ``i``-th page. The decision order of
-makedumpfile (spec/formats.md 3.4, first match wins) is then a few bitset
+makedumpfile (docs/formats.md §"Decision order", first match wins) is then a few bitset
 operations. Only pages that start a multi-page range (a free buddy block, a
 compound page) are looked at one by one.
 """
