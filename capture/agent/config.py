@@ -1,10 +1,11 @@
 """kdump.conf, read as Fedora's kdump reads it, into one typed :class:`Config`.
 
-One parser serves both moments kdump.conf is read (spec/capture-behaviour.md
-b.1-b.3). In the capture kernel it is lenient (:func:`load_config`): a bad
-line is logged and skipped, the last occurrence of a directive wins, and a
-missing or unreadable file means the defaults; the config is never the reason
-a dump is lost. Before that, ``kdump-capture check-config`` is strict
+One parser serves both moments kdump.conf is read (docs/capture.md
+§"kdump.conf parsing", §"Dump targets", §"Other directives"). In the capture
+kernel it is lenient (:func:`load_config`): a bad line is logged and
+skipped, the last occurrence of a directive wins, and a missing or
+unreadable file means the defaults; the config is never the reason a dump is
+lost. Before that, ``kdump-capture check-config`` is strict
 (:func:`read_config`, then :mod:`capture.agent.checkconfig`): it reports the
 lines the lenient reading skipped plus everything kdumpctl refuses at start,
 such as a directive given twice or two dump targets.
