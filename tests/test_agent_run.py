@@ -90,10 +90,12 @@ def test_root_filesystem_target_on_both_kernels(tmp_path: Path) -> None:
 def test_target_too_small_saves_the_log_and_says_why(tmp_path: Path) -> None:
     core = core_61()
     with loop_filesystem(tmp_path, "ext4", 8) as (device, label, _uuid):
-        lines = f"ext4 LABEL={label}\ncore_collector makedumpfile -l -d 31\nfinal_action halt\n"
+        lines = (f"ext4 LABEL={label}\ncore_collector makedumpfile -l -d 31\n"
+                 "final_action halt\nfailure_action poweroff\n")  # fmt: skip
         config = write_config(tmp_path, lines)
         result = capture(tmp_path, config, core.vmcore)
-        assert (result.status, result.action) == (3, Action.HALT)
+        # The log saved, the dump not: a failure, as Fedora's (exit 3 says what was saved).
+        assert (result.status, result.action) == (3, Action.POWEROFF)
         with mounted(device, tmp_path) as root:
             directory = only_dump_dir(root / "var/crash")
             names = sorted(path.name for path in directory.iterdir())
@@ -184,11 +186,12 @@ def test_an_exception_inside_our_own_run_still_ends_in_the_action(
     config = write_config(tmp_path, "final_action halt\nfailure_action poweroff\n")
     result = capture(tmp_path, config, core_61().vmcore)
     directory = Path(result.dump_dir or "")
-    assert (result.status, result.action) == (3, Action.HALT)  # the log was saved first
+    # The log was saved first (exit 3), the dump not: the failure action.
+    assert (result.status, result.action) == (3, Action.POWEROFF)
     manifest = json.loads((directory / "manifest.json").read_text())
     assert any("a bug in kdump-capture" in note for note in manifest["notes"])
     assert (directory / "vmcore-dmesg.txt").exists()
-    assert (directory / "kexec-dmesg.log").read_text().splitlines()[-1].endswith("action: halt")
+    assert (directory / "kexec-dmesg.log").read_text().splitlines()[-1].endswith("action: poweroff")
 
 
 def test_crash_loop_saves_the_log_only(tmp_path: Path) -> None:

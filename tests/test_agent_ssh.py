@@ -275,7 +275,7 @@ def test_server_gone_mid_dump_leaves_it_incomplete(tmp_path: Path, server: Serve
     watcher = when_file_grows(incomplete_dump(dumps), 64 << 20, server.stop)
     result = capture(tmp_path, config, core_61().vmcore)
     watcher.join(5)
-    assert result.status == 3 and result.action is Action.POWEROFF  # the log was saved
+    assert result.status == 3 and result.action is Action.HALT  # log saved, dump not: failure
     directory = only_dump_dir(dumps)
     names = {path.name for path in directory.iterdir()}
     assert "vmcore-incomplete" in names and "vmcore" not in names
@@ -333,7 +333,7 @@ def test_server_too_small_saves_the_log_and_says_why(
     """The remote free space (statvfs@openssh.com) is checked before the dump."""
     dumps = small_disk(4)
     result = capture(tmp_path, config_for(tmp_path, server, dumps), core_61().vmcore)
-    assert (result.status, result.action) == (3, Action.POWEROFF)
+    assert (result.status, result.action) == (3, Action.HALT)
     directory = only_dump_dir(dumps)
     names = sorted(path.name for path in directory.iterdir())
     assert names == ["kexec-dmesg.log", "manifest.json", "vmcore-dmesg.txt"]
@@ -366,7 +366,7 @@ def test_server_disk_fills_during_the_dump(
     result = capture(tmp_path, config_for(tmp_path, server, dumps, "-d 0"), core_61().vmcore)
     watcher.join(5)
     filler.unlink()
-    assert result.status == 3 and result.action is Action.POWEROFF
+    assert result.status == 3 and result.action is Action.HALT
     [directory] = [path for path in dumps.iterdir() if path.is_dir()]
     names = {path.name for path in directory.iterdir()}
     assert "vmcore-incomplete" in names and "vmcore" not in names

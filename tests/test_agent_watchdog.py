@@ -52,8 +52,8 @@ def test_a_run_past_its_deadline_keeps_what_it_wrote(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """kdump_capture_deadline 2 on a disk that takes 0.1 s a write: the dump
-    stops, stays vmcore-incomplete with an INCOMPLETE header, and the final
-    action follows (the log was saved)."""
+    stops, stays vmcore-incomplete with an INCOMPLETE header, and the failure
+    action follows, as Fedora's after a failed makedumpfile (the log was saved)."""
     write = LocalDumpFile.write_at
 
     def slow(self: LocalDumpFile, offset: int, data: bytes) -> None:
@@ -61,12 +61,13 @@ def test_a_run_past_its_deadline_keeps_what_it_wrote(
         write(self, offset, data)
 
     monkeypatch.setattr(LocalDumpFile, "write_at", slow)
-    config = write_config(tmp_path, "kdump_capture_deadline 2\nfinal_action halt\n"
-                          "core_collector makedumpfile -c -d 0\n")  # fmt: skip
+    lines = ("kdump_capture_deadline 2\nfinal_action halt\nfailure_action poweroff\n"
+             "core_collector makedumpfile -c -d 0\n")  # fmt: skip
+    config = write_config(tmp_path, lines)
     started = time.monotonic()
     result = capture(tmp_path, config, core_61().vmcore)
     assert time.monotonic() - started < 20
-    assert (result.status, result.action) == (3, Action.HALT)
+    assert (result.status, result.action) == (3, Action.POWEROFF)
     directory = only_dump_dir(tmp_path / "sysroot/var/crash")
     header = (directory / "vmcore-incomplete").read_bytes()[:512]
     assert int.from_bytes(header[424:428], "little") & 0x8

@@ -20,9 +20,10 @@ target that cannot be reached, or fails or fills up during the dump, is
 recorded in the manifest's ``attempts`` and the next one is tried, while the
 run's deadline allows. Without them the run is Fedora's, one target.
 
-then, whatever happened (:meth:`_Run.end`): on failure emergency.d and
-``kdump_emergency``; post.d and ``kdump_post`` with the status; the manifest
-completed; ``kexec-dmesg.log``; the failure or final action, named on the
+then, whatever happened (:meth:`_Run.end`): when the dump was not saved
+whole, emergency.d and ``kdump_emergency``; post.d and ``kdump_post`` with
+the status; the manifest completed; ``kexec-dmesg.log``; the failure action
+(the dump not saved whole, as Fedora's) or the final action, named on the
 run's last log line. An exception inside our own code ends there too.
 """
 
@@ -149,6 +150,8 @@ class _Run:
         """Why the dump did not go whole onto this target, when the target is
         to blame (full, stalled, failed): the next target may take it."""
         self.vetoed = False
+        self.crash_looping = False
+        """A crash loop was seen, so no dump was wanted (only the log)."""
         self.dump_holder: DumpDir | None = None
         """The dump directory that holds the whole dump, once one does."""
         self.test_id = _test_id(env.cmdline)
@@ -318,6 +321,7 @@ class _Run:
         log.warning("%s", why)
         self.manifest.note(why)
         self.dump_state = "skipped"
+        self.crash_looping = True
         return True
 
     def _save_dump(self) -> None:
@@ -440,7 +444,7 @@ class _Run:
         status = self._status()
         action = self._action(status)
         self.facts = self.facts._replace(status=0 if status == EXIT_COMPLETE else 1)
-        if status == EXIT_FAILED:
+        if self._failed(status):
             self._safely("emergency hooks", lambda: self.hooks.emergency(self.facts))
         if self.dump_dir is not None:
             self._safely("kdump_post and post.d", lambda: self.hooks.post(self.facts))
@@ -498,10 +502,15 @@ class _Run:
         return EXIT_FAILED
 
     def _action(self, status: int) -> Action:
-        """Fedora: a failed capture takes failure_action, anything else final_action."""
-        if status == EXIT_FAILED and not self.vetoed:
-            return self.config.failure_action.value
-        return self.config.final_action.value
+        chosen = self.config.failure_action if self._failed(status) else self.config.final_action
+        return chosen.value
+
+    def _failed(self, status: int) -> bool:
+        """Fedora: a capture that did not save the dump whole has failed, whatever
+        log it saved first (a makedumpfile that fails fails kdump.sh), and takes
+        failure_action after the emergency hooks. A kdump_pre veto and a crash
+        loop wanted no dump: final_action."""
+        return status != EXIT_COMPLETE and not self.vetoed and not self.crash_looping
 
     def _finish_manifest(self, status: int, action: Action) -> None:
         states = {EXIT_COMPLETE: COMPLETE, EXIT_PARTIAL: INCOMPLETE, EXIT_FAILED: FAILED}
