@@ -1,7 +1,7 @@
 """The capture run: what the capture kernel does once /proc/vmcore exists.
 
-One sequence, in Fedora's order (spec/capture-behaviour.md b.5) with
-Fedora's names (c), read top to bottom in :meth:`_Run.capture`:
+One sequence, in Fedora's order (docs/capture.md §"Capture sequence") with
+Fedora's names (§"Dump directory"), read top to bottom in :meth:`_Run.capture`:
 
 1. the crashed kernel's facts (release, crash time, panic line, its log);
 2. ``kdump_pre`` and pre.d (a failing ``kdump_pre`` means no dump, then the
