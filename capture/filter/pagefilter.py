@@ -228,9 +228,10 @@ def cycle_pages_for(max_pfn: int, budget: int | None) -> int | None:
 
 
 def default_bitmap_budget(meminfo: str = "/proc/meminfo") -> int:
-    """Bytes for the two bitmaps: 40% of the memory available now (what
-    makedumpfile gives its cyclic buffer), at most 32 MiB (a 512 GiB machine
-    in one cycle; a crash kernel has a few hundred MB in all)."""
+    """Bytes for the two bitmaps: 40% of the memory available now, at most
+    32 MiB (a 512 GiB machine in one cycle; a crash kernel has a few hundred
+    MB in all). makedumpfile's cyclic buffer is at most 4 MiB (docs/formats.md
+    §"Bitmaps"): larger cycles mean fewer passes over the struct pages."""
     try:
         with open(meminfo) as file:
             for line in file:
