@@ -29,11 +29,10 @@ from pathlib import Path
 
 import pytest
 
-from capture.agent.actions import RecordingActions
-from capture.agent.config import Action, SshTarget, load_config
-from capture.agent.run import RunEnvironment, RunResult, run_capture
+from capture.agent.config import Action, SshTarget
 from capture.cli import main
 from tests import oracles
+from tests.agentrun import capture, only_dump_dir
 from tests.realcores import RealCore, core_61
 from tests.sshd import ALIAS, Server, sshd
 
@@ -65,19 +64,12 @@ def config_for(tmp_path: Path, server: Server, dumps: Path, collector: str = "-l
     return config
 
 
-def capture(tmp_path: Path, config: Path, vmcore: Path) -> RunResult:
-    actions = RecordingActions(out=None, newroot=str(tmp_path / "sysroot"))
-    environment = RunEnvironment(actions=actions, vmcore=str(vmcore), cpus=1,
-                                 kdump_dir=str(tmp_path / "kdump.d"),
-                                 mount_root=str(tmp_path / "kdumproot"))  # fmt: skip
-    result = run_capture(load_config(str(config)), environment)
-    assert actions.performed[-1] == result.action
-    return result
-
-
-def only_dump_dir(root: Path) -> Path:
-    [directory] = [path for path in root.iterdir() if path.is_dir()]
-    return directory
+def rebuilt(flat: Path, output: Path) -> Path:
+    """``makedumpfile -R``'s regular file from a flattened dump."""
+    with flat.open("rb") as stream:
+        subprocess.run(["makedumpfile", "-R", str(output)], stdin=stream, check=True,
+                       capture_output=True)  # fmt: skip
+    return output
 
 
 def reference(tmp_path: Path, core: RealCore, *flags: str) -> bytes:
@@ -130,11 +122,7 @@ def test_fedora_files_on_the_server(
     theirs = reference(tmp_path, real_core, "-l", "--message-level", "7", "-d", "31")
     dump = directory / dump_name
     if form == "flat":
-        rebuilt = tmp_path / "rebuilt"
-        with dump.open("rb") as stream:
-            subprocess.run(["makedumpfile", "-R", str(rebuilt)], stdin=stream, check=True,
-                           capture_output=True)  # fmt: skip
-        dump = rebuilt
+        dump = rebuilt(dump, tmp_path / "rebuilt")
     assert dump.read_bytes() == theirs
     log = tmp_path / "dmesg.txt"
     subprocess.run(["makedumpfile", "--dump-dmesg", str(dump), str(log)], check=True,
@@ -257,11 +245,7 @@ def test_connection_cut_mid_dump_resumes(tmp_path: Path, server: Server, form: s
     directory = only_dump_dir(dumps)
     dump = directory / FEDORA_FILES[form]
     if form == "flat":
-        rebuilt = tmp_path / "rebuilt"
-        with dump.open("rb") as stream:
-            subprocess.run(["makedumpfile", "-R", str(rebuilt)], stdin=stream, check=True,
-                           capture_output=True)  # fmt: skip
-        dump = rebuilt
+        dump = rebuilt(dump, tmp_path / "rebuilt")
     theirs = hashlib.sha256(reference(tmp_path, core, "-d", "0")).hexdigest()
     assert hashlib.sha256(dump.read_bytes()).hexdigest() == theirs
     check_manifest_against_files(directory)
