@@ -154,9 +154,21 @@ class _ConsoleWatch(threading.Thread):
                 self.seen[name] = round(time.monotonic() - self.start_time, 1)
 
 
+@dataclass(frozen=True)
+class Machine:
+    """What else the guest has: a NIC on a user network, more QEMU arguments,
+    another capture command line (the lab's default is kdumpctl's)."""
+
+    nic: str | None = None  # a vm.NIC_MODELS name
+    netdev: str | None = None  # the whole -netdev value (id=n0), e.g. with guestfwd
+    extra: tuple[str, ...] = ()
+    capture_cmdline: str = CAPTURE_CMDLINE
+
+
 def capture(kernel: str, memory_mb: int, crashkernel: str, config: Path, out_dir: Path,
             disk: Disk | None, initrd: Path | None = None, timeout: float = 600,
-            dump_device: str = "virtio-blk") -> CaptureResult:  # fmt: skip
+            dump_device: str = "virtio-blk",
+            machine: Machine = Machine()) -> CaptureResult:  # fmt: skip
     """Boot, panic, capture with our image; copy the dumps off the disk."""
     kern = get_kernel(kernel)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -164,7 +176,7 @@ def capture(kernel: str, memory_mb: int, crashkernel: str, config: Path, out_dir
         initrd = build_image(config, kern.release, kern.moddir, out_dir / "capture.img")
     work = Path(os.environ.get("TMPDIR", "/tmp")) / f"crashlab-capture-{os.getpid()}"
     work.mkdir(exist_ok=True)
-    first = first_initramfs(kern, initrd, CAPTURE_CMDLINE)
+    first = first_initramfs(kern, initrd, machine.capture_cmdline)
     console = out_dir / "console.log"
     image = work / "dump.img"
     try:
@@ -172,7 +184,8 @@ def capture(kernel: str, memory_mb: int, crashkernel: str, config: Path, out_dir
             make_disk(image, disk, memory_mb)
         wl = normalise_workload(SMALL_WORKLOAD)
         spec = VmSpec(kern.vmlinuz, first, first_cmdline(crashkernel, wl), memory_mb, console,
-                      None, image if disk else None, dump_device)  # fmt: skip
+                      None, image if disk else None, dump_device, machine.nic,
+                      netdev=machine.netdev, extra=list(machine.extra))  # fmt: skip
         log(f"capture: {kern.release}, {memory_mb} MiB, crashkernel={crashkernel}")
         watch = _ConsoleWatch(console)
         watch.start()
@@ -188,7 +201,8 @@ def capture(kernel: str, memory_mb: int, crashkernel: str, config: Path, out_dir
     finally:
         shutil.rmtree(work, ignore_errors=True)
     timings = _timings(watch.seen, vm.seconds)
-    _write_summary(out_dir, kern.release, memory_mb, crashkernel, initrd, timings, ended, dumps)
+    _write_summary(out_dir, kern.release, memory_mb, crashkernel, initrd, timings, ended, dumps,
+                   machine.capture_cmdline)  # fmt: skip
     if vm.timed_out:
         raise LabError(f"QEMU timed out after {timeout:.0f}s\n{console_tail(console)}")
     return CaptureResult(out_dir, dumps, console, timings, ended)
@@ -218,12 +232,13 @@ def _timings(seen: dict[str, float], total: float) -> dict[str, float]:
 
 
 def _write_summary(out: Path, release: str, memory_mb: int, crashkernel: str, initrd: Path,
-                   timings: dict[str, float], ended: str, dumps: list[Path]) -> None:  # fmt: skip
+                   timings: dict[str, float], ended: str, dumps: list[Path],
+                   capture_cmdline: str) -> None:  # fmt: skip
     summary: dict[str, Any] = {
         "kernel_release": release,
         "memory_mb": memory_mb,
         "crashkernel": crashkernel,
-        "capture_cmdline": CAPTURE_CMDLINE,
+        "capture_cmdline": capture_cmdline,
         "initrd": str(initrd),
         "initrd_bytes": initrd.stat().st_size,
         "ended": ended,

@@ -82,6 +82,7 @@ class VmSpec:
     dump_device: str = "virtio-blk"
     nic: str | None = None
     host_port: int | None = None
+    netdev: str | None = None  # a whole -netdev value, instead of the one host_port makes
     extra: list[str] = field(default_factory=list)
 
 
@@ -135,8 +136,8 @@ def _nic_args(spec: VmSpec) -> list[str]:
     """User networking with restrict=on: only a guestfwd to 127.0.0.1."""
     if spec.nic not in NIC_MODELS:
         raise LabError(f"unknown NIC {spec.nic!r}; choose from {', '.join(NIC_MODELS)}")
-    netdev = "user,id=n0,restrict=on"
-    if spec.host_port:
+    netdev = spec.netdev or "user,id=n0,restrict=on"
+    if spec.host_port and not spec.netdev:
         netdev += f",guestfwd=tcp:{GUESTFWD_IP}:{GUESTFWD_PORT}-tcp:127.0.0.1:{spec.host_port}"
     return ["-netdev", netdev, "-device", f"{NIC_MODELS[spec.nic]},netdev=n0"]
 
