@@ -8,6 +8,7 @@ import sys
 import time
 from pathlib import Path
 
+from . import floorcli
 from .kernels import KERNELS, get_kernel
 from .lab import DEFAULT_WORKLOAD, make_vmcore
 from .matrix import format_table, run_matrix
@@ -59,6 +60,7 @@ def _parser() -> argparse.ArgumentParser:
     ck = sub.add_parser("check", help="compare DIR/vmcore with DIR/workload.json")
     ck.add_argument("dir")
     _capture_parser(sub)
+    floorcli.add_subcommands(sub)
     return p
 
 
@@ -159,6 +161,9 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_kernels(a)
         if a.cmd == "capture":
             return _cmd_capture(a)
+        status = floorcli.run(a)
+        if status is not None:
+            return status
         if a.cmd == "check":
             res = check_dump(Path(a.dir))
             print(json.dumps(res, indent=2))
