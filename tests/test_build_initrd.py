@@ -139,6 +139,8 @@ def test_a_real_image_holds_the_agent_config_hooks_and_ssh_files(tmp_path: Path)
     key = tmp_path / "kdump_id"
     key.write_text("not a key\n")
     key.chmod(stat.S_IRUSR)
+    known = "192.0.2.7 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKnownHostsRecordedByPropagate\n"
+    (kdump_dir / "known_hosts").write_text(known)  # what propagate records
     config = tmp_path / "kdump.conf"
     config.write_text(
         f"ssh dumper@192.0.2.7\nsshkey {key}\nextra_bins /usr/bin/env\nfinal_action poweroff\n"
@@ -168,4 +170,5 @@ def test_a_real_image_holds_the_agent_config_hooks_and_ssh_files(tmp_path: Path)
     ):
         assert path in listing, path
     assert _lsinitrd(image.path, "-f", "etc/kdump.conf") == config.read_text()
+    assert _lsinitrd(image.path, "-f", "etc/kdump/known_hosts") == known  # where the agent reads
     assert "rd.neednet=1" in _lsinitrd(image.path, "-f", "etc/cmdline.d/90kdump-capture.conf")

@@ -204,6 +204,8 @@ def _write_plan(plan_dir: Path, plan: Plan, tree: Path) -> Path:
         (plan_dir / "switch-root").touch()
     if plan.network:
         (plan_dir / "network").touch()
+    if plan.known_hosts:
+        shutil.copyfile(plan.known_hosts, plan_dir / "known_hosts")
     return plan_dir
 
 

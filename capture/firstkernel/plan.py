@@ -100,6 +100,9 @@ class Plan:
     snappy: bool = False
     switch_root: bool = False
     network: bool = False
+    known_hosts: str | None = None
+    """``<kdump dir>/known_hosts`` (what propagate recorded), for an ssh target:
+    the image carries it as /etc/kdump/known_hosts, where the agent reads it."""
 
 
 def make_plan(config_path: str, kdump_dir: str = KDUMP_DIR) -> Plan:
@@ -123,6 +126,8 @@ def make_plan(config_path: str, kdump_dir: str = KDUMP_DIR) -> Plan:
         plan.drivers += config.extra_modules.value
     if plan.ssh:
         plan.files.append(config.sshkey.value)
+        recorded = os.path.join(kdump_dir, "known_hosts")
+        plan.known_hosts = recorded if os.path.isfile(recorded) else None
     collector = config.core_collector.value.split() if config.core_collector else []
     plan.snappy = (
         bool(collector)

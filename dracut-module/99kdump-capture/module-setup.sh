@@ -61,6 +61,9 @@ _install_capture_units() {
 install() {
     _install_agent
     inst_simple "$KDUMP_CAPTURE_PLAN/kdump.conf" /etc/kdump.conf
+    # the host keys propagate recorded, where the agent reads them (whatever --kdump-dir was)
+    [[ -s $KDUMP_CAPTURE_PLAN/known_hosts ]] \
+        && inst_simple "$KDUMP_CAPTURE_PLAN/known_hosts" /etc/kdump/known_hosts
     inst_script "$moddir/kdump-capture-failure.sh" /usr/lib/kdump-capture/failure.sh
     # hooks, hook directories, extra_bins, the target's and actions' tools
     local _file
