@@ -44,6 +44,8 @@ MARKERS = {
     "capture_kernel": r"Command line:.*elfcorehdr=",
     "agent_start": r"kdump-capture: capturing",
     "dump_dir": r"saving to ",
+    "log_saved": r"core_collector: ",  # the agent's next line once vmcore-dmesg.txt is published
+    "dump_done": r"kdump-capture: (the dump was saved|only part was saved|nothing could be saved)",
     "agent_end": r"kdump-capture: action: ",
     "power_off": r"reboot: Power down",
     "restart": r"reboot: Restarting system",
@@ -71,11 +73,14 @@ class CaptureResult:
     ended: str  # power_off, restart or timeout
 
 
-def build_image(config: Path, kver: str, kmoddir: Path, output: Path) -> Path:
-    """``kdump-capture build-initrd`` from this tree's venv."""
+def build_image(config: Path, kver: str, kmoddir: Path, output: Path,
+                kdump_dir: Path | None = None) -> Path:  # fmt: skip
+    """``kdump-capture build-initrd`` from this tree's venv (``kdump_dir``: where
+    the hooks and propagate's known_hosts are, instead of /etc/kdump)."""
     cli = REPO / ".venv" / "bin" / "kdump-capture"
     argv = [str(cli) if cli.exists() else "kdump-capture", "build-initrd", "--config", str(config),
             "--kver", kver, "--kmoddir", str(kmoddir), "--output", str(output)]  # fmt: skip
+    argv += ["--kdump-dir", str(kdump_dir)] if kdump_dir else []
     log("building the capture image: " + " ".join(argv))
     result = subprocess.run(argv, check=False)
     if result.returncode != 0:
