@@ -74,13 +74,15 @@ class CaptureResult:
 
 
 def build_image(config: Path, kver: str, kmoddir: Path, output: Path,
-                kdump_dir: Path | None = None) -> Path:  # fmt: skip
+                kdump_dir: Path | None = None, agent: Path | None = None) -> Path:  # fmt: skip
     """``kdump-capture build-initrd`` from this tree's venv (``kdump_dir``: where
-    the hooks and propagate's known_hosts are, instead of /etc/kdump)."""
+    the hooks and propagate's known_hosts are, instead of /etc/kdump; ``agent``:
+    a frozen agent's tree instead of scripts/build-agent's)."""
     cli = REPO / ".venv" / "bin" / "kdump-capture"
     argv = [str(cli) if cli.exists() else "kdump-capture", "build-initrd", "--config", str(config),
             "--kver", kver, "--kmoddir", str(kmoddir), "--output", str(output)]  # fmt: skip
     argv += ["--kdump-dir", str(kdump_dir)] if kdump_dir else []
+    argv += ["--agent", str(agent)] if agent else []
     log("building the capture image: " + " ".join(argv))
     result = subprocess.run(argv, check=False)
     if result.returncode != 0:
