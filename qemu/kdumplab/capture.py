@@ -7,6 +7,12 @@ capture command line Fedora's kdumpctl would use, then panics with
 which writes to a real filesystem image on the dump disk and powers off.
 The host then copies the dump directory off that image and leaves it, the
 console log and the timings in the output directory.
+
+A capture kernel that halts (``final_action halt``) stays up in QEMU: the
+console's "System halted" ends QEMU through its QMP socket. With a
+``conversation`` the capture kernel's /dev/console is a second serial port
+(ttyS1) on a socket the host types into (the ``shell`` action), logged to
+console-ttyS1.log; the kernel's messages go to both ports.
 """
 
 from __future__ import annotations
@@ -15,9 +21,11 @@ import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,7 +57,10 @@ MARKERS = {
     "agent_end": r"kdump-capture: action: ",
     "power_off": r"reboot: Power down",
     "restart": r"reboot: Restarting system",
+    "halted": r"reboot: System halted",
 }
+SHELL_CONSOLE = "console-ttyS1.log"
+"""The interactive console's log (ttyS1: the capture kernel's /dev/console)."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +71,8 @@ class Disk:
     label: str | None = "kdump"
     uuid: str | None = None
     size_mb: int = 0  # 0: guest memory + 256 MiB
+    populate: Path | None = None
+    """A directory the new ext4 gets as its tree (mkfs.ext4 -d): a lab root filesystem."""
 
 
 @dataclass(frozen=True)
@@ -70,7 +83,8 @@ class CaptureResult:
     dumps: list[Path]  # the dump directories copied off the disk
     console: Path
     timings: dict[str, float]
-    ended: str  # power_off, restart or timeout
+    ended: str  # power_off, restart, halt or timeout
+    shell_console: Path | None = None  # with a conversation: ttyS1's log
 
 
 def build_image(config: Path, kver: str, kmoddir: Path, output: Path,
@@ -83,6 +97,9 @@ def build_image(config: Path, kver: str, kmoddir: Path, output: Path,
             "--kver", kver, "--kmoddir", str(kmoddir), "--output", str(output)]  # fmt: skip
     argv += ["--kdump-dir", str(kdump_dir)] if kdump_dir else []
     argv += ["--agent", str(agent)] if agent else []
+    # a frozen agent built elsewhere (a clean checkout) while this tree's is in pieces
+    agent = os.environ.get("CRASHLAB_AGENT")
+    argv += ["--agent", agent] if agent else []
     log("building the capture image: " + " ".join(argv))
     result = subprocess.run(argv, check=False)
     if result.returncode != 0:
@@ -97,11 +114,12 @@ def make_disk(path: Path, disk: Disk, memory_mb: int) -> None:
     if disk.fstype == "ext4":
         argv = ["mkfs.ext4", "-q", "-F"] + (["-L", disk.label] if disk.label else [])
         argv += ["-U", disk.uuid] if disk.uuid else []
-    elif disk.fstype == "xfs":
+        argv += ["-d", str(disk.populate)] if disk.populate else []
+    elif disk.fstype == "xfs" and disk.populate is None:
         argv = ["mkfs.xfs", "-q", "-f"] + (["-L", disk.label] if disk.label else [])
         argv += ["-m", f"uuid={disk.uuid}"] if disk.uuid else []
     else:
-        raise LabError(f"dump disk filesystem {disk.fstype!r}: ext4 or xfs")
+        raise LabError(f"dump disk filesystem {disk.fstype!r}: ext4 or xfs (populate: ext4)")
     run([*argv, str(path)])
 
 
@@ -139,11 +157,14 @@ def copy_dumps(image: Path, fstype: str, path: str, out: Path) -> list[Path]:
 
 
 class _ConsoleWatch(threading.Thread):
-    """Notes when each marker first shows up on the console (host clock)."""
+    """Notes when each marker first shows up on the console (host clock), and
+    ends QEMU (``qmp``) once the capture kernel has halted: a halted guest
+    never exits by itself."""
 
-    def __init__(self, console: Path) -> None:
+    def __init__(self, console: Path, qmp: Path | None = None) -> None:
         super().__init__(daemon=True)
         self.console = console
+        self.qmp = qmp
         self.seen: dict[str, float] = {}
         self.done = False
         self.start_time = time.monotonic()
@@ -159,6 +180,74 @@ class _ConsoleWatch(threading.Thread):
         for name, pattern in MARKERS.items():
             if name not in self.seen and re.search(pattern, text):
                 self.seen[name] = round(time.monotonic() - self.start_time, 1)
+        if "halted" in self.seen and "capture_kernel" in self.seen and self.qmp is not None:
+            _qmp_quit(self.qmp)
+            self.qmp = None
+
+
+def _qmp_quit(path: Path) -> None:
+    """Ask QEMU to exit through its QMP socket (best effort: the timeout stays)."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(10)
+            sock.connect(str(path))
+            sock.recv(4096)  # the greeting
+            sock.sendall(b'{"execute":"qmp_capabilities"}\n{"execute":"quit"}\n')
+            time.sleep(0.5)
+    except OSError as error:
+        log(f"QMP quit failed ({error}); the timeout will end QEMU")
+
+
+class _Conversation(threading.Thread):
+    """Types into the interactive console: for each (regular expression, text),
+    waits until the console has printed a match after the previous one, then
+    sends the text. What was said and answered is in the console's log."""
+
+    def __init__(self, path: Path, steps: Sequence[tuple[str, str]]) -> None:
+        super().__init__(daemon=True)
+        self.path, self.steps = path, list(steps)
+        self.done = False
+        self.answered = 0  # steps whose text was sent
+
+    def run(self) -> None:
+        sock = self._connect()
+        if sock is None:
+            return
+        with sock:
+            heard = ""
+            for pattern, text in self.steps:
+                while not (found := re.search(pattern, heard)):
+                    chunk = self._read(sock)
+                    if chunk is None:
+                        return
+                    heard += chunk
+                heard = heard[found.end() :]
+                sock.sendall(text.encode())
+                self.answered += 1
+
+    def _connect(self) -> socket.socket | None:
+        while not self.done:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(str(self.path))
+                sock.settimeout(0.5)
+                return sock
+            except OSError:
+                sock.close()
+                time.sleep(0.2)
+        return None
+
+    def _read(self, sock: socket.socket) -> str | None:
+        """What the console printed next; None once QEMU is gone."""
+        while not self.done:
+            try:
+                data = sock.recv(4096)
+            except TimeoutError:
+                continue
+            except OSError:
+                return None
+            return data.decode(errors="replace") if data else None
+        return None
 
 
 @dataclass(frozen=True)
@@ -174,31 +263,50 @@ class Machine:
 
 def capture(kernel: str, memory_mb: int, crashkernel: str, config: Path, out_dir: Path,
             disk: Disk | None, initrd: Path | None = None, timeout: float = 600,
-            dump_device: str = "virtio-blk",
-            machine: Machine = Machine()) -> CaptureResult:  # fmt: skip
-    """Boot, panic, capture with our image; copy the dumps off the disk."""
+            dump_device: str = "virtio-blk", machine: Machine = Machine(),
+            conversation: Sequence[tuple[str, str]] = ()) -> CaptureResult:  # fmt: skip
+    """Boot, panic, capture with our image; copy the dumps off the disk.
+
+    ``conversation``: (expected, typed) pairs said over the capture kernel's
+    interactive console (see the module's text), e.g. to the ``shell`` action.
+    """
     kern = get_kernel(kernel)
     out_dir.mkdir(parents=True, exist_ok=True)
     if initrd is None:
         initrd = build_image(config, kern.release, kern.moddir, out_dir / "capture.img")
     work = Path(os.environ.get("TMPDIR", "/tmp")) / f"crashlab-capture-{os.getpid()}"
     work.mkdir(exist_ok=True)
-    first = first_initramfs(kern, initrd, machine.capture_cmdline)
     console = out_dir / "console.log"
     image = work / "dump.img"
+    qmp = work / "qmp.sock"
+    extra = [*machine.extra, "-qmp", f"unix:{qmp},server=on,wait=off"]
+    capture_cmdline = machine.capture_cmdline
+    shell_console = out_dir / SHELL_CONSOLE if conversation else None
+    if shell_console is not None:
+        shell_console.unlink(missing_ok=True)
+        extra += ["-chardev", f"socket,id=shell,path={work / 'shell.sock'},server=on,wait=off,"
+                  f"logfile={shell_console}", "-serial", "chardev:shell"]  # fmt: skip
+        capture_cmdline += " console=ttyS1"  # the last console= is /dev/console
+    first = first_initramfs(kern, initrd, capture_cmdline)
+    talk = _Conversation(work / "shell.sock", conversation) if conversation else None
     try:
         if disk is not None:
             make_disk(image, disk, memory_mb)
         wl = normalise_workload(SMALL_WORKLOAD)
         spec = VmSpec(kern.vmlinuz, first, first_cmdline(crashkernel, wl), memory_mb, console,
                       None, image if disk else None, dump_device, machine.nic,
-                      netdev=machine.netdev, extra=list(machine.extra))  # fmt: skip
+                      netdev=machine.netdev, extra=extra)  # fmt: skip
         log(f"capture: {kern.release}, {memory_mb} MiB, crashkernel={crashkernel}")
-        watch = _ConsoleWatch(console)
+        watch = _ConsoleWatch(console, qmp)
         watch.start()
+        if talk is not None:
+            talk.start()
         vm = run_vm(spec, timeout)
         watch.done = True
         watch.join()
+        if talk is not None:
+            talk.done = True
+            talk.join()
         ended = "timeout" if vm.timed_out else _ending(console)
         dumps = (
             copy_dumps(image, disk.fstype, config_path_value(config), out_dir / "dumps")
@@ -209,10 +317,10 @@ def capture(kernel: str, memory_mb: int, crashkernel: str, config: Path, out_dir
         shutil.rmtree(work, ignore_errors=True)
     timings = _timings(watch.seen, vm.seconds)
     _write_summary(out_dir, kern.release, memory_mb, crashkernel, initrd, timings, ended, dumps,
-                   machine.capture_cmdline)  # fmt: skip
+                   capture_cmdline)  # fmt: skip
     if vm.timed_out:
         raise LabError(f"QEMU timed out after {timeout:.0f}s\n{console_tail(console)}")
-    return CaptureResult(out_dir, dumps, console, timings, ended)
+    return CaptureResult(out_dir, dumps, console, timings, ended, shell_console)
 
 
 def _ending(console: Path) -> str:
