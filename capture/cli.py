@@ -504,6 +504,30 @@ def _propagate_arguments(propagate: argparse.ArgumentParser) -> None:
     add_arguments(propagate)
 
 
+def _load_arguments(load: argparse.ArgumentParser) -> None:
+    from capture.firstkernel.load import add_load_arguments
+
+    add_load_arguments(load)
+
+
+def _unload_arguments(unload: argparse.ArgumentParser) -> None:
+    from capture.firstkernel.load import add_unload_arguments
+
+    add_unload_arguments(unload)
+
+
+def _status_arguments(status: argparse.ArgumentParser) -> None:
+    from capture.firstkernel.status import add_arguments
+
+    add_arguments(status)
+
+
+def _estimate_arguments(estimate: argparse.ArgumentParser) -> None:
+    from capture.firstkernel.estimate import add_arguments
+
+    add_arguments(estimate)
+
+
 def _self_test(args: argparse.Namespace) -> int:
     from capture.selftest import run_self_test
 
@@ -567,5 +591,9 @@ _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "self-test": ("check this install has all a capture needs", _self_test_arguments),
     "build-initrd": ("build the capture initramfs (dracut)", _build_initrd_arguments),
     "propagate": ("install the ssh target's key, record its host key", _propagate_arguments),
+    "load": ("load the capture kernel (kexec -p), rebuilding a stale image", _load_arguments),
+    "unload": ("unload the capture kernel (kexec -p -u)", _unload_arguments),
+    "status": ("is a capture kernel loaded, memory reserved, the image current", _status_arguments),
+    "estimate": ("the crashkernel= the capture image needs", _estimate_arguments),
 }
 """Each command: its line in the top-level help, and what adds its arguments."""
