@@ -446,7 +446,8 @@ class _Run:
         self.facts = self.facts._replace(status=0 if status == EXIT_COMPLETE else 1)
         if self._failed(status):
             self._safely("emergency hooks", lambda: self.hooks.emergency(self.facts))
-        if self.dump_dir is not None:
+        if not self.vetoed:  # Fedora's kdump_post runs after every dump attempt, even
+            # one whose target never came (it is told so by its $1); not after a veto
             self._safely("kdump_post and post.d", lambda: self.hooks.post(self.facts))
         self._finish(status, action)
         if action is Action.DUMP_TO_ROOTFS:
