@@ -174,10 +174,15 @@ def dracut_argv(
         "--kmoddir",
         str(moddir),
         "-m",
-        " ".join(modules + plan.depends),
+        " ".join(modules + [_without_systemd(m, systemd) for m in plan.depends]),
     ]
     argv += ["--squash-compressor", "zstd"] if squash else ["--zstd"]
     return [*argv, str(output), kver]
+
+
+def _without_systemd(module: str, systemd: bool) -> str:
+    """An image without systemd gets dracut's shell network (dhclient) instead."""
+    return "network-legacy" if module == "systemd-networkd" and not systemd else module
 
 
 def _write_plan(plan_dir: Path, plan: Plan, tree: Path) -> Path:

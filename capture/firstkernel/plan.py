@@ -179,7 +179,10 @@ def _target(plan: Plan, target: object) -> None:
 def _network(plan: Plan) -> None:
     if not plan.network:
         plan.network = True
-        plan.depends.append("network")
+        # systemd-networkd whatever else the build host has (dracut would take
+        # NetworkManager where it is installed), so the image is the same kind
+        # everywhere; our module gives it its DHCP setting (module-setup.sh)
+        plan.depends += ["systemd-networkd", "network"]
         plan.drivers += NETWORK_DRIVERS
         plan.tools += NETWORK_TOOLS
         plan.cmdline += ["rd.neednet=1", "ip=dhcp"]

@@ -58,6 +58,22 @@ _install_capture_units() {
         > "$initdir/etc/systemd/journald.conf.d/kdump-capture.conf"
 }
 
+# ssh and nfs targets. dracut's network module brings systemd-networkd
+# (build-initrd asks for it), whose generator reads ip= from /proc/cmdline
+# only, never the image's /etc/cmdline.d: so the DHCP setting is a .network
+# file, and the capture waits for network-online.target (one NIC configured,
+# --any; the agent then waits kdump_capture_network_timeout for the server).
+_install_network_units() {
+    inst_simple "$moddir/90-kdump-capture.network" /etc/systemd/network/90-kdump-capture.network
+    mkdir -p "$initdir$systemdsystemunitdir/kdump-capture.service.d" \
+        "$initdir$systemdsystemunitdir/systemd-networkd-wait-online.service.d"
+    printf '[Unit]\nWants=network-online.target\nAfter=network-online.target\n' \
+        > "$initdir$systemdsystemunitdir/kdump-capture.service.d/network.conf"
+    printf '[Service]\nExecStart=\nExecStart=%s/systemd-networkd-wait-online --any\n' \
+        "$systemdutildir" \
+        > "$initdir$systemdsystemunitdir/systemd-networkd-wait-online.service.d/kdump-capture.conf"
+}
+
 install() {
     _install_agent
     inst_simple "$KDUMP_CAPTURE_PLAN/kdump.conf" /etc/kdump.conf
@@ -81,6 +97,7 @@ install() {
 
     if dracut_module_included "systemd"; then
         _install_capture_units
+        [[ -e $KDUMP_CAPTURE_PLAN/network ]] && _install_network_units
     else
         inst_hook cmdline 99 "$moddir/kdump-capture-cmdline.sh"
         inst_hook pre-mount 99 "$moddir/kdump-capture-hook.sh"
