@@ -10,9 +10,10 @@ console log and the timings in the output directory.
 
 A capture kernel that halts (``final_action halt``) stays up in QEMU: the
 console's "System halted" ends QEMU through its QMP socket. With a
-``conversation`` the capture kernel's /dev/console is a second serial port
-(ttyS1) on a socket the host types into (the ``shell`` action), logged to
-console-ttyS1.log; the kernel's messages go to both ports.
+``conversation`` the capture kernel's console is a second serial port
+(ttyS1: one 8250 driver serves one console) on a socket the host types into
+(the ``shell`` action), logged to console-ttyS1.log and, once QEMU is gone,
+appended to console.log, which then reads as one console.
 """
 
 from __future__ import annotations
@@ -96,10 +97,9 @@ def build_image(config: Path, kver: str, kmoddir: Path, output: Path,
     argv = [str(cli) if cli.exists() else "kdump-capture", "build-initrd", "--config", str(config),
             "--kver", kver, "--kmoddir", str(kmoddir), "--output", str(output)]  # fmt: skip
     argv += ["--kdump-dir", str(kdump_dir)] if kdump_dir else []
-    argv += ["--agent", str(agent)] if agent else []
-    # a frozen agent built elsewhere (a clean checkout) while this tree's is in pieces
-    agent = os.environ.get("CRASHLAB_AGENT")
-    argv += ["--agent", agent] if agent else []
+    # $CRASHLAB_AGENT: the same for every image of a run (e.g. the tests')
+    agent_tree = agent or os.environ.get("CRASHLAB_AGENT")
+    argv += ["--agent", str(agent_tree)] if agent_tree else []
     log("building the capture image: " + " ".join(argv))
     result = subprocess.run(argv, check=False)
     if result.returncode != 0:
@@ -161,9 +161,9 @@ class _ConsoleWatch(threading.Thread):
     ends QEMU (``qmp``) once the capture kernel has halted: a halted guest
     never exits by itself."""
 
-    def __init__(self, console: Path, qmp: Path | None = None) -> None:
+    def __init__(self, console: Path, qmp: Path | None = None, also: Path | None = None) -> None:
         super().__init__(daemon=True)
-        self.console = console
+        self.consoles = [console] + ([also] if also else [])
         self.qmp = qmp
         self.seen: dict[str, float] = {}
         self.done = False
@@ -176,13 +176,19 @@ class _ConsoleWatch(threading.Thread):
         self.scan()  # what the last lines before QEMU exited said
 
     def scan(self) -> None:
-        text = self.console.read_text(errors="replace") if self.console.exists() else ""
+        text = "".join(c.read_text(errors="replace") for c in self.consoles if c.exists())
         for name, pattern in MARKERS.items():
             if name not in self.seen and re.search(pattern, text):
                 self.seen[name] = round(time.monotonic() - self.start_time, 1)
         if "halted" in self.seen and "capture_kernel" in self.seen and self.qmp is not None:
             _qmp_quit(self.qmp)
             self.qmp = None
+
+
+def _on_ttys1(cmdline: str) -> str:
+    """The capture command line with its console on ttyS1 instead of ttyS0."""
+    words = [w for w in cmdline.split() if w != "console=ttyS0"]
+    return " ".join([*words, "console=ttyS1"])
 
 
 def _qmp_quit(path: Path) -> None:
@@ -286,7 +292,7 @@ def capture(kernel: str, memory_mb: int, crashkernel: str, config: Path, out_dir
         shell_console.unlink(missing_ok=True)
         extra += ["-chardev", f"socket,id=shell,path={work / 'shell.sock'},server=on,wait=off,"
                   f"logfile={shell_console}", "-serial", "chardev:shell"]  # fmt: skip
-        capture_cmdline += " console=ttyS1"  # the last console= is /dev/console
+        capture_cmdline = _on_ttys1(capture_cmdline)
     first = first_initramfs(kern, initrd, capture_cmdline)
     talk = _Conversation(work / "shell.sock", conversation) if conversation else None
     try:
@@ -297,7 +303,7 @@ def capture(kernel: str, memory_mb: int, crashkernel: str, config: Path, out_dir
                       None, image if disk else None, dump_device, machine.nic,
                       netdev=machine.netdev, extra=extra)  # fmt: skip
         log(f"capture: {kern.release}, {memory_mb} MiB, crashkernel={crashkernel}")
-        watch = _ConsoleWatch(console, qmp)
+        watch = _ConsoleWatch(console, qmp, shell_console)
         watch.start()
         if talk is not None:
             talk.start()
@@ -307,6 +313,9 @@ def capture(kernel: str, memory_mb: int, crashkernel: str, config: Path, out_dir
         if talk is not None:
             talk.done = True
             talk.join()
+        if shell_console is not None and shell_console.exists():
+            with console.open("ab") as whole:
+                whole.write(shell_console.read_bytes())
         ended = "timeout" if vm.timed_out else _ending(console)
         dumps = (
             copy_dumps(image, disk.fstype, config_path_value(config), out_dir / "dumps")
