@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import floorcli
+from . import actions, floorcli
 from .kernels import KERNELS, get_kernel
 from .lab import DEFAULT_WORKLOAD, make_vmcore
 from .matrix import format_table, run_matrix
@@ -61,6 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     ck.add_argument("dir")
     _capture_parser(sub)
     floorcli.add_subcommands(sub)
+    actions.add_parser(sub)
     return p
 
 
@@ -164,6 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         status = floorcli.run(a)
         if status is not None:
             return status
+        if a.cmd == "actions":
+            return actions.command(a)
         if a.cmd == "check":
             res = check_dump(Path(a.dir))
             print(json.dumps(res, indent=2))
