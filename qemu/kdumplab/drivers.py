@@ -18,6 +18,18 @@ from .floor import Trial, trial
 from .util import log
 from .vm import DISK_DEVICES
 
+CONTROLLER_MODULES: dict[str, tuple[str, ...]] = {
+    "virtio-blk": ("virtio_pci", "virtio_blk"),
+    "virtio-scsi": ("virtio_pci", "virtio_scsi", "sd_mod"),
+    "ahci": ("ahci", "libahci", "libata", "sd_mod"),
+    "lsi53c895a": ("sym53c8xx", "sd_mod"),
+    "megasas": ("megaraid_sas", "sd_mod"),
+    "mptsas1068": ("mptsas", "sd_mod"),
+    "nvme": ("nvme", "nvme_core"),
+}
+"""The kernel modules the capture kernel needs for a disk behind each of the
+lab's controllers (QEMU's lsi53c895a is driven by sym53c8xx)."""
+
 
 def run_disks(
     image: Path,
