@@ -1,10 +1,17 @@
-"""crash's view of a dump cut short: the check the no-space tests share."""
+"""crash's view of a dump cut short: the check the no-space tests share, and
+where to cut a dump so that crash can still start on what was written."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from capture.dumpfile.kdump import DESCRIPTOR
+from capture.dumpfile.reader import KdumpCore, open_dump
+from capture.vmcore import Vmcore
 from tests import oracles
+
+KERNEL_TEXT = 0xFFFFFFFF80000000
+"""x86_64's kernel image mapping starts here; the direct map lies below."""
 
 
 def crash_sees_incomplete(dump: Path, release: str) -> None:
@@ -23,3 +30,43 @@ def crash_sees_incomplete(dump: Path, release: str) -> None:
     output = run.stdout + run.stderr
     assert "This dumpfile is incomplete" in output, output
     assert "sysrq: Trigger a crash" in output, output
+
+
+def start_needs_pfn(vmcore: Path) -> int:
+    """The last page frame crash must read to start a session: the end of the
+    kernel image or the memory-section root table, whichever lies higher.
+
+    Both are placed at boot (KASLR moves the image, memblock puts the table
+    near the top of RAM), so a cut at a fixed size works on one vmcore and
+    not another: without either, crash stops at "invalid kernel virtual
+    address: 0 type: memory section root table"."""
+    with Vmcore(str(vmcore)) as core:
+        segments = core.core.segments
+        ends = [s.paddr + s.memsz for s in segments if s.vaddr >= KERNEL_TEXT]
+        direct = [s for s in segments if 0 < s.vaddr < KERNEL_TEXT and s.paddr > 0]
+        table = core.info.symbol("mem_section")
+        if table is not None and direct:
+            ends.append(table - (direct[0].vaddr - direct[0].paddr) + 1)
+        return (max(ends) - 1) // core.page_size
+
+
+def bytes_through_pfn(dump: Path, pfn: int) -> int:
+    """How far into the complete kdump file ``dump`` the data of every page up
+    to ``pfn`` lies (the writer stores pages in pfn order)."""
+    with open_dump(str(dump)) as dumped:
+        kdump = dumped.core
+        assert isinstance(kdump, KdumpCore), f"{dump}: not kdump-compressed"
+        pages = kdump.bitmap2.count(0, pfn + 1)
+        with open(dump, "rb") as file:
+            file.seek(kdump.descriptors_at)
+            table = file.read(DESCRIPTOR.size * pages)
+    return max(int(offset) + int(size) for offset, size, _, _ in DESCRIPTOR.iter_unpack(table))
+
+
+def cut_between(dump: Path, vmcore: Path) -> int | None:
+    """A size to cut ``dump`` (complete) to, half way between what crash needs
+    to start and the end; None when less than 1 MiB of pages lies beyond
+    (the root table in RAM's last pages, as in the shared 6.1 fixture)."""
+    needed = bytes_through_pfn(dump, start_needs_pfn(vmcore))
+    whole = dump.stat().st_size
+    return (needed + whole) // 2 if whole - needed >= 1 << 20 else None

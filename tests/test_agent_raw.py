@@ -32,7 +32,7 @@ from capture.dumpfile.outcome import DumpOutcome
 from capture.filter import DumpLevel, FilteredPages, default_bitmap_budget
 from capture.vmcore import Vmcore
 from tests import oracles
-from tests.crashcheck import crash_sees_incomplete
+from tests.crashcheck import crash_sees_incomplete, cut_between
 from tests.realcores import core_61
 
 pytestmark = pytest.mark.skipif(
@@ -165,17 +165,27 @@ def _crash_opens(dump: Path) -> None:
 
 
 def test_device_too_small(
-    tmp_path: Path, loop_device: LoopFactory, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path,
+    loop_device: LoopFactory,
+    capsys: pytest.CaptureFixture[str],
+    reference: bytes,
 ) -> None:
-    """A 24 MiB device for a 25 MB dump: the engine's outcome is incomplete, no
-    end marker; save-raw keeps vmcore-incomplete (marked INCOMPLETE, its
-    bitmaps and header written in the tail reserve), exit 3, device cleared.
+    """A device that holds the pages crash needs to start and half of the rest
+    (24 MiB for 25 where no such cut exists, as in the shared fixture's dump,
+    which that size cuts in its last data): the engine's outcome is
+    incomplete, no end marker; save-raw keeps vmcore-incomplete (marked
+    INCOMPLETE, its bitmaps and header written in the tail reserve), exit 3,
+    device cleared.
 
     The device starts as erased flash reads, all 0xff: sixteen of them are the
     end marker, so only the zeros kept after the stream tell that it stopped."""
-    node = loop_device(24)
+    whole = tmp_path / "whole.kdump"
+    whole.write_bytes(reference)
+    cut = cut_between(whole, core_61().vmcore)
+    megabytes = 24 if cut is None else -(-cut // (1 << 20)) + 1  # + the tail reserve
+    node = loop_device(megabytes)
     with open(node, "r+b") as device:
-        device.write(b"\xff" * (24 << 20))
+        device.write(b"\xff" * (megabytes << 20))
     outcome, publish = dump_through(raw_target(node))
     assert outcome.incomplete
     with pytest.raises(TargetError, match="cut short"):

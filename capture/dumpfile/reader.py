@@ -164,7 +164,7 @@ class KdumpCore:
         bitmaps_at = (1 + sub_blocks) * block
         self.bitmap1 = _bitmap(self._source.read(bitmaps_at, half), max_pfn)
         self.bitmap2 = _bitmap(self._source.read(bitmaps_at + half, half), max_pfn)
-        self._descriptors_at = (1 + sub_blocks + bitmap_blocks) * block
+        self.descriptors_at = (1 + sub_blocks + bitmap_blocks) * block
         self._ranks = [0]
         for start in range(0, max_pfn, _RANK_BLOCK):
             self._ranks.append(self._ranks[-1] + self.bitmap2.count(start, start + _RANK_BLOCK))
@@ -211,7 +211,7 @@ class KdumpCore:
             raise NoDataError(f"page {pfn:#x} is excluded from the dump")
         block = _RANK_BLOCK * (pfn // _RANK_BLOCK)
         rank = self._ranks[pfn // _RANK_BLOCK] + self.bitmap2.count(block, pfn)
-        raw = self._source.read(self._descriptors_at + rank * DESCRIPTOR.size, DESCRIPTOR.size)
+        raw = self._source.read(self.descriptors_at + rank * DESCRIPTOR.size, DESCRIPTOR.size)
         offset, size, flags, _ = DESCRIPTOR.unpack(raw)
         if offset == 0:
             raise NoDataError(f"page {pfn:#x} was never written (the dump is incomplete)")
