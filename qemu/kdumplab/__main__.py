@@ -1,4 +1,4 @@
-"""Command line: `qemu/crashlab vmcore|matrix|kernels|count|check ...`."""
+"""Command line: `qemu/crashlab vmcore|matrix|kernels|count|check|capture|netcapture ...`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from . import actions, floorcli
+from . import actions, floorcli, network
 from .kernels import KERNELS, get_kernel
 from .lab import DEFAULT_WORKLOAD, make_vmcore
 from .matrix import format_table, run_matrix
@@ -62,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     _capture_parser(sub)
     floorcli.add_subcommands(sub)
     actions.add_parser(sub)
+    network.add_parser(sub)
     return p
 
 
@@ -167,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
             return status
         if a.cmd == "actions":
             return actions.command(a)
+        if a.cmd == "netcapture":
+            return network.command(a)
         if a.cmd == "check":
             res = check_dump(Path(a.dir))
             print(json.dumps(res, indent=2))
