@@ -43,7 +43,7 @@ def run_disks(
     rows: dict[str, Trial] = {}
     for disk in disks or list(DISK_DEVICES):
         log(f"driver matrix: {disk}")
-        rows[disk] = trial(image, config, crashkernel_mb, memory_mb, out_root / disk, True,
+        rows[disk] = trial(image, config, crashkernel_mb, memory_mb, out_root / disk, "ours",
                            dump_device=disk)  # fmt: skip
         if not rows[disk].ok:
             rows[disk].why += _agent_last_words(Path(rows[disk].out_dir) / "console.log")

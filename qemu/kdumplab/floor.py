@@ -26,8 +26,9 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Literal
 
-from .capture import Disk, build_image, capture
+from .capture import Disk, Machine, build_image, capture
 from .kernels import Kernel
 from .util import LabError, cache_dir, log
 
@@ -116,50 +117,73 @@ def reference_image(kern: Kernel, output: Path) -> Path:
 # One run -----------------------------------------------------------------------
 
 
+Kind = Literal["ours", "reference", "agent-start"]
+"""What a run must show: ours, a complete dump with our manifest; the
+reference, a complete dump; agent-start (an ssh image with no server to
+reach), that the agent started and ran to its action line."""
+
+
 def trial(image: Path, config: Path, crashkernel_mb: int, memory_mb: int, out_dir: Path,
-          ours: bool, timeout: float = 600, dump_device: str = "virtio-blk") -> Trial:  # fmt: skip
-    """Capture once at ``crashkernel_mb`` and judge what the disk holds."""
+          kind: Kind, timeout: float = 600, dump_device: str = "virtio-blk") -> Trial:  # fmt: skip
+    """Capture once at ``crashkernel_mb`` and judge the run by ``kind``."""
     size = crashkernel_mb
+    disk = None if kind == "agent-start" else Disk("ext4", "kdump")
+    machine = Machine(nic="virtio-net") if kind == "agent-start" else Machine()
     try:
-        result = capture("6.1", memory_mb, f"{size}M", config, out_dir, Disk("ext4", "kdump"),
-                         image, timeout, dump_device)  # fmt: skip
+        result = capture("6.1", memory_mb, f"{size}M", config, out_dir, disk, image, timeout,
+                         dump_device, machine)  # fmt: skip
+        ended, dumps = result.ended, result.dumps
     except LabError as exc:
-        return Trial(size, False, f"lab: {str(exc).splitlines()[0]}", {}, None, str(out_dir))
-    console = result.console.read_text(errors="replace")
+        ended, dumps = f"lab: {str(exc).splitlines()[0]}", []
+    console_file = out_dir / "console.log"
+    console = console_file.read_text(errors="replace") if console_file.exists() else ""
     capture_part = console[console.rfind("elfcorehdr=") :] if "elfcorehdr=" in console else ""
-    why = _judge(result.ended, result.dumps, ours) if capture_part else "no capture kernel"
+    why = _judge(kind, ended, dumps, capture_part) if capture_part else "no capture kernel"
     if why != "captured":
         why = _failure_cause(capture_part) or why
-    memtotal = _capture_memtotal_kb(capture_part)
-    return Trial(size, why == "captured", why, result.timings, memtotal, str(out_dir),
-                 guest_seconds(capture_part, ours))  # fmt: skip
+    summary = out_dir / "capture.json"
+    timings = json.loads(summary.read_text())["timings"] if summary.exists() else {}
+    return Trial(size, why == "captured", why, timings, _capture_memtotal_kb(capture_part),
+                 str(out_dir), guest_seconds(capture_part, kind))  # fmt: skip
 
 
-GUEST_MARKERS = {
-    True: {"log_saved": r"INFO: saving to ", "dump_done": r"kdump-capture: the dump was saved"},
-    False: {"log_saved": r"mkdf: log saved", "dump_done": r"mkdf: dump done"},
+GUEST_MARKERS: dict[Kind, dict[str, str]] = {
+    "ours": {"log_saved": r"INFO: saving to ", "dump_done": r"kdump-capture: the dump was saved"},
+    "reference": {"log_saved": r"mkdf: log saved", "dump_done": r"mkdf: dump done"},
+    "agent-start": {
+        "agent_start": r"kdump-capture: capturing",
+        "agent_end": r"kdump-capture: action: ",
+    },
 }
 """Ours writes vmcore-dmesg.txt right after naming its directory (its
 manifest's "kernel log" step takes a tenth of a second)."""
 
 
-def guest_seconds(capture_console: str, ours: bool) -> dict[str, float]:
+def _judge(kind: Kind, ended: str, dumps: list[Path], capture_console: str) -> str:
+    """'captured', or the first check that fails."""
+    if kind == "agent-start":
+        markers = GUEST_MARKERS[kind].values()
+        missing = [m for m in markers if not re.search(m, capture_console)]
+        return f"agent: no {missing[0]!r} line" if missing else "captured"
+    if ended != "power_off":
+        return f"ended: {ended}"
+    if len(dumps) != 1:
+        return f"{len(dumps)} dump directories"
+    return _dump_check(dumps[0], kind == "ours")
+
+
+def guest_seconds(capture_console: str, kind: Kind) -> dict[str, float]:
     """The capture kernel's uptime at each marker line, from its timestamp."""
     found: dict[str, float] = {}
-    for name, pattern in GUEST_MARKERS[ours].items():
+    for name, pattern in GUEST_MARKERS[kind].items():
         match = re.search(r"^\[\s*(\d+\.\d+)\][^\n]*" + pattern, capture_console, re.M)
         if match:
             found[name] = round(float(match.group(1)), 1)
     return found
 
 
-def _judge(ended: str, dumps: list[Path], ours: bool) -> str:
-    """'captured', or the first check that fails."""
-    if ended != "power_off":
-        return f"ended: {ended}"
-    if len(dumps) != 1:
-        return f"{len(dumps)} dump directories"
-    dump = dumps[0]
+def _dump_check(dump: Path, ours: bool) -> str:
+    """The dump directory holds a whole dump whose log the host can read."""
     names = {p.name for p in dump.iterdir()}
     if "vmcore" not in names or any("incomplete" in n for n in names):
         return f"files: {sorted(names)}"
@@ -249,14 +273,14 @@ def _next_pass(trials: list[Trial], grid: tuple[int, ...], above: int) -> int:
 
 
 def measure(name: str, image: Path, config: Path, memory_mb: int, out_root: Path,
-            ours: bool, grid: tuple[int, ...] = GRID_MB) -> Floor:  # fmt: skip
+            kind: Kind, grid: tuple[int, ...] = GRID_MB) -> Floor:  # fmt: skip
     """Bisect ``image``'s floor; every run's directory stays under out_root."""
     counter = iter(range(1, 100))
 
     def run_at(size: int) -> Trial:
         out = out_root / name / f"{next(counter):02d}-{size}M"
         log(f"{name}: crashkernel={size}M, {memory_mb} MiB guest")
-        result = trial(image, config, size, memory_mb, out, ours)
+        result = trial(image, config, size, memory_mb, out, kind)
         log(f"{name}: {size}M -> {'pass' if result.ok else 'FAIL'} ({result.why})")
         return result
 

@@ -9,7 +9,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .drivers import format_rows, run_disks
-from .floor import GRID_MB, default_out, local_config, measure, our_image, reference_image
+from .floor import GRID_MB, Kind, default_out, local_config, measure, our_image, reference_image
 from .kernels import get_kernel
 from .vm import DISK_DEVICES
 
@@ -43,7 +43,7 @@ def run(a: argparse.Namespace) -> int | None:
         rows = run_disks(image, config, out, a.memory, a.crashkernel, disks)
         print(format_rows(rows))
         return 0 if all(r.ok for r in rows.values()) else 1
-    ours = a.image != "reference"
+    kind: Kind = "reference" if a.image == "reference" else "ours"
     if a.image == "ours":
         image = our_image(kern, config, out / "ours.img")
     elif a.image == "reference":
@@ -51,7 +51,7 @@ def run(a: argparse.Namespace) -> int | None:
     else:
         image = Path(a.image).resolve()
     grid = tuple(int(x) for x in a.grid.split(",")) if a.grid else GRID_MB
-    name = "reference" if not ours else ("ours" if a.image == "ours" else image.stem)
-    found = measure(name, image, config, a.memory, out, ours, grid)
+    name = a.image if a.image in ("ours", "reference") else image.stem
+    found = measure(name, image, config, a.memory, out, kind, grid)
     print(json.dumps(asdict(found), indent=2))
     return 0 if found.floor_mb is not None else 1
