@@ -221,3 +221,24 @@ def test_a_stale_image_given_by_name_is_loaded_with_a_warning(system: dict[str, 
     assert f"warning: {system['image']} is stale ({system['config']} changed" in result.stderr
     dry = _cli(system, "load", "--dry-run")
     assert f"{system['image']} is stale, loaded as given (--initrd)" in dry.stderr
+
+
+def test_the_first_kernels_units_verify_and_order_save_raw_first(tmp_path: Path) -> None:
+    """systemd-analyze verify reads both units as systemd would (ExecStart= pointed
+    at this tree's kdump-capture, which must exist for it)."""
+    executable = REPO / ".venv" / "bin" / "kdump-capture"
+    for unit in ("kdump-capture.service", "kdump-capture-save-raw.service"):
+        text = (REPO / "systemd" / unit).read_text()
+        (tmp_path / unit).write_text(text.replace("/usr/bin/kdump-capture", str(executable)))
+    result = subprocess.run(
+        ["systemd-analyze", "verify", *sorted(str(p) for p in tmp_path.iterdir())],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert (result.returncode, result.stdout + result.stderr) == (0, "")
+    load = (REPO / "systemd" / "kdump-capture.service").read_text().splitlines()
+    assert "ExecStart=/usr/bin/kdump-capture load" in load
+    assert "ExecStop=/usr/bin/kdump-capture unload" in load
+    assert {"Wants=kdump-capture-save-raw.service", "After=kdump-capture-save-raw.service"} <= set(
+        load
+    )
+    assert "ConditionPathExists=!/proc/vmcore" in load

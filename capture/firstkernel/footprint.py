@@ -39,7 +39,7 @@ class InitrdFootprint:
     compressed: int
     """The file's size: the bytes kexec places inside the reservation."""
     unpacked: int = 0
-    """Every archive's length once decompressed."""
+    """Every archive's length once decompressed, to its trailer."""
     files: int = 0
     file_bytes: int = 0
     rootfs_bytes: int = 0
@@ -194,9 +194,9 @@ def _walk_archive(stream: _Reader, footprint: InitrdFootprint) -> None:
             footprint.rootfs_bytes += -(-size // _PAGE) * _PAGE
             if name.rsplit(b"/", 1)[-1] == SQUASH_IMAGE.encode():
                 footprint.squash_image = size
+    footprint.unpacked += stream.offset - start  # to the trailer: the padding after it is not kept
     if isinstance(stream, _Decompressed):
-        stream.drain()  # the padding after the trailer is unpacked too
-    footprint.unpacked += stream.offset - start
+        stream.drain()  # past the padding, to where the next archive may start
 
 
 def _exactly(stream: _Reader, size: int, footprint: InitrdFootprint) -> bytes:
