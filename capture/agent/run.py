@@ -80,7 +80,6 @@ DMESG, DMESG_TEMP = "vmcore-dmesg.txt", "vmcore-dmesg-incomplete.txt"
 DUMP_TEMP = "vmcore-incomplete"
 RUN_LOG = "kexec-dmesg.log"
 TEST_STATUS = "vmcore-creation.status"
-LOCAL_IP = "127.0.0.1"
 
 
 class RunEnvironment(NamedTuple):
@@ -281,9 +280,7 @@ class _Run:
 
     def _make_dump_dir(self) -> None:
         assert self.target is not None
-        # A network target knows our address toward its server (Fedora's <ip>).
-        address = getattr(self.target, "address", LOCAL_IP)
-        name = _dump_dir_name(self.env.clock(), address, self.test_id)
+        name = _dump_dir_name(self.env.clock(), self.target.address, self.test_id)
         with self.manifest.step("dump directory"):
             self.dump_dir = self.target.make_dump_dir(name)
         self.reached.append((self.target, self.dump_dir))

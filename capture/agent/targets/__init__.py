@@ -20,6 +20,7 @@ from capture.dumpfile.sink import Sink
 from capture.errors import CaptureError
 
 __all__ = (
+    "LOCAL_ADDRESS",
     "DumpDir",
     "DumpEntry",
     "DumpFile",
@@ -28,6 +29,8 @@ __all__ = (
     "Waiting",
     "new_directory",
 )
+
+LOCAL_ADDRESS = "127.0.0.1"
 
 
 class TargetError(CaptureError):
@@ -110,6 +113,13 @@ class Target(Protocol):
     """Whether files here take positional writes (else: the flattened format)."""
     keeps_files: bool
     """Whether files besides the dump (the log, the manifest) can be kept."""
+
+    @property
+    def address(self) -> str:
+        """The capture kernel's address toward the target, Fedora's ``<ip>``
+        in the dump directory's name: :data:`LOCAL_ADDRESS` for a disk, the
+        source of the route to the server for a network target (once open)."""
+        ...
 
     def open(self, wait: Waiting) -> None:
         """Make the target writable (wait for the device, mount, remount

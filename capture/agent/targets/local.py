@@ -19,7 +19,7 @@ import subprocess
 from collections.abc import Callable
 
 from capture.agent.config import DeviceBy, FilesystemTarget
-from capture.agent.targets import DumpEntry, TargetError, Waiting, new_directory
+from capture.agent.targets import LOCAL_ADDRESS, DumpEntry, TargetError, Waiting, new_directory
 from capture.agent.targets.devices import wait_for_device
 from capture.dumpfile.sink import FileSink
 
@@ -94,9 +94,7 @@ class DirectoryTarget:
 
     seekable = True
     keeps_files = True
-    address = "127.0.0.1"
-    """The capture kernel's address toward the target (Fedora's ``<ip>`` of
-    the dump directory's name): a local target's is the loopback."""
+    address = LOCAL_ADDRESS
 
     def __init__(self, path: str) -> None:
         self._path = path

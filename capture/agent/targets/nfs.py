@@ -52,6 +52,7 @@ from capture.agent.targets.local import (
     LocalDumpDir,
     LocalDumpFile,
 )
+from capture.agent.targets.retry import with_backoff
 
 __all__ = (
     "DEFAULT_RETRANS",
@@ -80,8 +81,6 @@ SYNC_BYTES = 16 << 20
 """The dump file is synced after each this many bytes: a dead server shows at once."""
 _MOUNT_SECONDS = 60
 """One mount.nfs at most (soft, timeo: it ends sooner against a dead server)."""
-_SHORTEST_TRY = 5.0
-"""Seconds a last mount try gets, however little of the wait is left."""
 _UMOUNT_SECONDS = 30
 _NFS_PORT = 2049
 _DROPPED = {"defaults", "noauto", "auto", "nofail", "nobootwait", "_netdev", "user",
@@ -323,7 +322,7 @@ class NfsExportTarget(DirectoryTarget):
         def attempt(seconds: float) -> str:
             return source_address(self._target.host)
 
-        address = _with_backoff(attempt, wait, self._mount_wait, f"{self._target}: no route")
+        address = with_backoff(attempt, wait, self._mount_wait, f"{self._target}: no route")
         log.info("%s: reached from %s", self._target, address)
         return address
 
@@ -335,7 +334,7 @@ class NfsExportTarget(DirectoryTarget):
         options = mount_options(entry)
         command = ["mount", "-t", "nfs", "-o", options, _source(self._target), point]
         log.info("mounting: %s", " ".join(command))
-        _with_backoff(lambda seconds: _run_mount(command, seconds), wait, self._mount_wait,
+        with_backoff(lambda seconds: _run_mount(command, seconds), wait, self._mount_wait,
                       f"mount {_source(self._target)}")  # fmt: skip
         self._mounted_here = True
         log.info("mounted %s at %s (%s)", self._target, point, options)
@@ -365,28 +364,6 @@ def _run_mount(command: list[str], seconds: float) -> None:
         raise OSError(error.stderr.strip() or f"exit status {error.returncode}") from None
     except subprocess.TimeoutExpired:
         raise OSError(f"no answer in {limit:.0f} s") from None
-
-
-def _with_backoff(attempt: Callable[[float], T], wait: Waiting, limit: float, what: str) -> T:
-    """``attempt(seconds left)`` until it works, waiting 1, 2, 4 ... 30 s
-    between tries, at most ``limit`` s in all (the tries' own time counted)
-    and while ``wait`` allows.
-
-    :raises TargetError: with the last error, when time is up.
-    """
-    delay, spent = 1.0, 0.0
-    while True:
-        started = time.monotonic()
-        try:
-            return attempt(max(_SHORTEST_TRY, limit - spent))
-        except OSError as error:
-            problem = error.strerror or str(error)
-        spent += time.monotonic() - started
-        if spent + delay > limit or not wait(delay):
-            raise TargetError(f"{what}: {problem} (tried for {spent:.0f} s)")
-        log.info("%s: %s; trying again in %.0f s", what, problem, delay)
-        spent += delay
-        delay = min(delay * 2, 30.0)
 
 
 def _source(target: NfsTarget) -> str:

@@ -35,6 +35,7 @@ from typing import NamedTuple
 
 from capture.agent.config import Device, DeviceBy, RawTarget
 from capture.agent.targets import (
+    LOCAL_ADDRESS,
     DumpDir,
     DumpEntry,
     DumpFile,
@@ -448,6 +449,7 @@ class RawDeviceTarget:
     kind = "raw"
     seekable = False
     keeps_files = False
+    address = LOCAL_ADDRESS
 
     def __init__(
         self,

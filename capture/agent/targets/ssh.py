@@ -45,7 +45,6 @@ import os
 import socket
 import stat
 import struct
-import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -55,6 +54,7 @@ from paramiko import sftp as protocol
 
 from capture.agent.config import SshTarget
 from capture.agent.targets import DumpEntry, TargetError, Waiting
+from capture.agent.targets.retry import with_backoff
 from capture.dumpfile.sink import FlattenedSink, NoSpaceError
 
 __all__ = (
@@ -74,8 +74,6 @@ SYSTEM_CONFIG = "/etc/ssh/ssh_config"
 SYSTEM_KNOWN_HOSTS = ("/etc/ssh/ssh_known_hosts", "/etc/ssh/ssh_known_hosts2")
 USER_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
 DEFAULT_IDENTITIES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
-LOCAL_IP = "127.0.0.1"
-"""The address the run puts in a dump directory's name; ours replaces it."""
 
 _REQUEST_BYTES = 64 << 10
 """Data per SFTP write: OpenSSH's sftp-server takes up to 256 KiB messages;
@@ -85,7 +83,6 @@ _WINDOW = 64
 _READ_BYTES = 1 << 20
 _READ_WINDOW = 64
 """Reads in flight when a file is read back (4 MiB)."""
-_FIRST_BACKOFF, _LONGEST_BACKOFF = 1.0, 30.0
 _HANDSHAKE_SECONDS = 30.0
 _DUMP_NAMES = {"vmcore", "vmcore.flat", "vmcore-incomplete", "vmcore-dmesg.txt"}
 _KEEPALIVE_SECONDS = 15
@@ -193,24 +190,6 @@ def _expanded(path: str) -> str:
 # Connecting -----------------------------------------------------------------
 
 
-class _Deadline:
-    """The network wait: ``seconds`` from the first try, and the run's own."""
-
-    def __init__(self, seconds: float, wait: Waiting) -> None:
-        self._end = time.monotonic() + seconds
-        self._wait = wait
-        self._backoff = _FIRST_BACKOFF
-
-    def again(self) -> bool:
-        """Wait before the next try: False when no time is left for one."""
-        left = self._end - time.monotonic()
-        if left <= 0:
-            return False
-        pause = min(self._backoff, left)
-        self._backoff = min(self._backoff * 2, _LONGEST_BACKOFF)
-        return self._wait(pause)
-
-
 def connect(endpoint: Endpoint, seconds: float, wait: Waiting) -> paramiko.SFTPClient:
     """An SFTP session with the server, trying again (with backoff) while
     there is no route or the server refuses, for up to ``seconds``.
@@ -222,18 +201,8 @@ def connect(endpoint: Endpoint, seconds: float, wait: Waiting) -> paramiko.SFTPC
     if not endpoint.identities:
         raise TargetError(f"ssh {endpoint.user}@{endpoint.alias}: no private key found (sshkey, "
                           "IdentityFile, ~/.ssh/id_*); run 'kdump-capture propagate'")  # fmt: skip
-    deadline = _Deadline(seconds, wait)
-    while True:
-        try:
-            sock = _tcp_connection(endpoint)
-            break
-        except OSError as error:
-            why = error.strerror or str(error)
-            log.info("ssh %s port %d: %s; trying again", endpoint.hostname, endpoint.port, why)
-            if not deadline.again():
-                raise TargetError(f"ssh {endpoint.user}@{endpoint.alias} ({endpoint.hostname} "
-                                  f"port {endpoint.port}): {why}, for {seconds:g} s "
-                                  "(kdump_capture_network_timeout)") from None  # fmt: skip
+    where = f"ssh {endpoint.user}@{endpoint.alias} ({endpoint.hostname} port {endpoint.port})"
+    sock = with_backoff(lambda _left: _tcp_connection(endpoint), wait, seconds, where)
     try:
         return _session(endpoint, sock, known)
     except BaseException:
@@ -265,10 +234,15 @@ def _session(endpoint: Endpoint, sock: socket.socket,
     transport.set_keepalive(_KEEPALIVE_SECONDS)
     options = transport.get_security_options()
     # Only the kinds we can check (ssh does the same); an RSA key signs with SHA-2.
-    options.key_types = tuple(
-        name for kind in known for name in _SIGNATURES.get(kind, (kind,))
-        if name in options.key_types
-    ) or options.key_types
+    options.key_types = (
+        tuple(
+            name
+            for kind in known
+            for name in _SIGNATURES.get(kind, (kind,))
+            if name in options.key_types
+        )
+        or options.key_types
+    )
     options.ciphers = tuple(c for c in _FAST_CIPHERS if c in options.ciphers) or options.ciphers
     try:
         transport.start_client(timeout=_HANDSHAKE_SECONDS)
@@ -741,11 +715,9 @@ class SftpTarget:
         return self._open().source_ip
 
     def make_dump_dir(self, name: str) -> SftpDumpDir:
-        """A new directory named for the source address of the route to the
-        server, as Fedora's; ``-2``, ``-3`` if that name exists."""
+        """A new directory ``name`` (the run names it for :attr:`address`, as
+        Fedora does); ``-2``, ``-3`` if that name exists."""
         session = self._open()
-        if name.startswith(LOCAL_IP + "-"):
-            name = session.source_ip + name[len(LOCAL_IP) :]
         base = f"{self._path}/{name}"
         for suffix in range(1, 1000):
             candidate = base if suffix == 1 else f"{base}-{suffix}"
