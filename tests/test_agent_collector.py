@@ -35,7 +35,9 @@ NFS = NfsTarget("nfs.example.com", "/export/dumps")
 
 
 def engine(line: str | None, target: Target | None = None, cpus: int = 1) -> EngineCollector:
-    choice = map_collector(line, target, cpus)
+    """The engine for ``line``; an ssh target as ``kdump_capture_ssh_format
+    flat`` has it (the seekable default is tested on its own below)."""
+    choice = map_collector(line, target, cpus, ssh_flat=True)
     assert choice.problems == []
     assert isinstance(choice.collector, EngineCollector)
     return choice.collector
@@ -46,7 +48,7 @@ def options(line: str | None, target: Target | None = None, cpus: int = 1) -> Du
 
 
 def problems_of(line: str, target: Target | None = None) -> tuple[DumpOptions, list[str]]:
-    choice = map_collector(line, target, cpus=1)
+    choice = map_collector(line, target, cpus=1, ssh_flat=True)
     assert isinstance(choice.collector, EngineCollector)
     return choice.collector.options, choice.problems
 
@@ -394,6 +396,25 @@ def test_capture_time_logs_what_it_cannot_honour_and_dumps_anyway(caplog) -> Non
         "kdump.conf:2: makedumpfile --split writes the dump as several files, and kdump saves "
         "one vmcore; remove it (more CPUs are used without it) (the rest of the line is used)"
     ]
+
+
+@pytest.mark.parametrize("ssh_format", ["", "kdump_capture_ssh_format vmcore\n"])
+def test_an_ssh_target_takes_the_seekable_format_by_default(ssh_format: str) -> None:
+    """Over SFTP the dump is written at its offsets: no -F, and threads as on a disk."""
+    config = parse_config(f"ssh kdump@backup\n{ssh_format}", "kdump.conf").config
+    collector = collector_for(config, cpus=2, machine="x86_64")
+    assert collector == EngineCollector(
+        DumpOptions(level=DumpLevel(31), codec="lzo", threads=2),
+        f"{FEDORA_DEFAULT} --num-threads=2",
+    )
+
+
+def test_an_ssh_target_streams_when_told_to() -> None:
+    config = parse_config("ssh kdump@backup\nkdump_capture_ssh_format flat\n", "k.conf").config
+    collector = collector_for(config, cpus=2, machine="x86_64")
+    assert collector == EngineCollector(
+        DumpOptions(level=DumpLevel(31), codec="lzo", flattened=True), f"{FEDORA_DEFAULT} -F"
+    )
 
 
 def test_capture_time_default_collector(caplog) -> None:

@@ -84,7 +84,8 @@ class _Checker:
         setting = config.core_collector
         origin = setting.origin if setting else Origin(config.file, 0)
         target = config.target.value if config.target else None
-        choice = map_collector(setting.value if setting else None, target, cpus=1)
+        choice = map_collector(setting.value if setting else None, target, cpus=1,
+                               ssh_flat=config.ssh_format.value == "flat")  # fmt: skip
         for message in choice.problems:
             self.add(origin, message)
         if isinstance(choice.collector, EngineCollector):
@@ -113,7 +114,8 @@ class _Checker:
                          f"line {first}; a target is tried once: remove one")  # fmt: skip
                 continue
             seen[target] = origin
-            for message in map_collector(line, target, cpus=1).problems:
+            flat = config.ssh_format.value == "flat"
+            for message in map_collector(line, target, cpus=1, ssh_flat=flat).problems:
                 self.add(origin, f"for this fallback target: {message}")
 
     def rebuild_flags(self) -> None:

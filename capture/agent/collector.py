@@ -172,7 +172,8 @@ def collector_for(config: Config, cpus: int, machine: str | None = None) -> Coll
     """The capture run's collector: what cannot be honoured is logged, never fatal."""
     setting = config.core_collector
     target = config.target.value if config.target else None
-    choice = map_collector(setting.value if setting else None, target, cpus, machine)
+    choice = map_collector(setting.value if setting else None, target, cpus, machine,
+                           ssh_flat=config.ssh_format.value == "flat")  # fmt: skip
     where = setting.origin if setting else config.file
     for problem in choice.problems:
         log.warning("%s: %s (the rest of the line is used)", where, problem)
@@ -180,16 +181,23 @@ def collector_for(config: Config, cpus: int, machine: str | None = None) -> Coll
 
 
 def map_collector(
-    line: str | None, target: Target | None, cpus: int, machine: str | None = None
+    line: str | None,
+    target: Target | None,
+    cpus: int,
+    machine: str | None = None,
+    *,
+    ssh_flat: bool = False,
 ) -> CollectorChoice:
     """What ``core_collector <line>`` does for this target on ``cpus`` CPUs.
 
     ``line`` None: the default collector. ``target`` None: the root filesystem.
+    ``ssh_flat``: ``kdump_capture_ssh_format flat`` (else an ssh target takes
+    the regular, seekable format over SFTP).
     """
     words = tuple((line or "").split()) or tuple(default_collector(machine).split())
-    streaming = target is not None and target.streams
     if os.path.basename(words[0]) == "makedumpfile":
-        return _engine(words, streaming, cpus)
+        flattened = isinstance(target, RawTarget) or (isinstance(target, SshTarget) and ssh_flat)
+        return _engine(words, flattened, cpus)
     if os.path.basename(words[0]) == "scp" and isinstance(target, SshTarget):
         return _whole_copy(words)
     return _external(words, target)

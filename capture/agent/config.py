@@ -225,7 +225,9 @@ class SshTarget(NamedTuple):
 
     @property
     def streams(self) -> bool:
-        """The server writes what it reads from a pipe: the flattened format."""
+        """A collector other than makedumpfile writes to its stdout, which the
+        server receives (Fedora pipes it to ``dd``); makedumpfile's format
+        follows ``kdump_capture_ssh_format``."""
         return True
 
     def __str__(self) -> str:
