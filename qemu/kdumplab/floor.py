@@ -148,15 +148,17 @@ def trial(image: Path, config: Path, crashkernel_mb: int, memory_mb: int, out_di
 
 
 GUEST_MARKERS: dict[Kind, dict[str, str]] = {
-    "ours": {"log_saved": r"INFO: saving to ", "dump_done": r"kdump-capture: the dump was saved"},
+    "ours": {
+        "log_saved": r"INFO: core_collector: ",
+        "dump_done": r"kdump-capture: the dump was saved",
+    },
     "reference": {"log_saved": r"mkdf: log saved", "dump_done": r"mkdf: dump done"},
     "agent-start": {
         "agent_start": r"kdump-capture: capturing",
         "agent_end": r"kdump-capture: action: ",
     },
 }
-"""Ours writes vmcore-dmesg.txt right after naming its directory (its
-manifest's "kernel log" step takes a tenth of a second)."""
+"""Ours prints its core_collector line once vmcore-dmesg.txt is written."""
 
 
 def _judge(kind: Kind, ended: str, dumps: list[Path], capture_console: str) -> str:
