@@ -77,6 +77,17 @@ _COMMAND_SECONDS = 30.0
 
 _SHELL_PROMPT = "kdump:${PWD}# "  # Fedora's prompt: users' notes show it
 
+ACTING_MARKER = "/run/kdump-capture.acting"
+"""Made just before the agent brings the machine down or hands it to the root
+filesystem: kdump-capture-failure.service does not start once it exists
+(ConditionPathExists=!). ``boot`` under systemd isolates
+initrd-switch-root.target, which stops the agent's own unit with SIGTERM; a
+unit killed so "failed", and its OnFailure= took the failure action (a
+reboot) in the middle of the switch."""
+
+ENDING_ACTIONS = frozenset({Action.REBOOT, Action.HALT, Action.POWEROFF, Action.BOOT})
+"""The actions after which the agent does nothing more."""
+
 
 def action_line(action: Action) -> str:
     """The log line that names the action (the run's last line)."""
@@ -159,6 +170,8 @@ class Machine(NamedTuple):
     sleep: Callable[[float], None]
     is_mounted: Callable[[str], bool]
     is_executable: Callable[[str], bool]
+    mark_acting: Callable[[], None] = lambda: None
+    """Say the agent is taking its final step itself (:data:`ACTING_MARKER`)."""
 
 
 def real_machine() -> Machine:
@@ -175,7 +188,16 @@ def real_machine() -> Machine:
         sleep=time.sleep,
         is_mounted=os.path.ismount,
         is_executable=lambda path: os.path.isfile(path) and os.access(path, os.X_OK),
+        mark_acting=_mark_acting,
     )
+
+
+def _mark_acting() -> None:
+    try:
+        with open(ACTING_MARKER, "w"):
+            pass
+    except OSError as error:  # no /run: the failure unit may run, the action goes on
+        log.warning("cannot make %s: %s", ACTING_MARKER, error)
 
 
 def _exec(path: str, argv: Sequence[str]) -> None:
@@ -299,6 +321,8 @@ class SystemActions:
         """Log the action's line, call ``before_acting``, then take the action."""
         log.info("%s", action_line(action))
         _call_before(before_acting)
+        if action in ENDING_ACTIONS:
+            self.machine.mark_acting()
         if action is Action.REBOOT:
             self._power_off("reboot", RB_AUTOBOOT)
         elif action is Action.HALT:
