@@ -1,5 +1,6 @@
-"""crash's view of a dump cut short: the check the no-space tests share, and
-where to cut a dump so that crash can still start on what was written."""
+"""What crash and drgn see of our dumps: a capture's dump read by drgn, a dump
+cut short read by crash (the check the no-space tests share), and where to
+cut a dump so that crash can still start on what was written."""
 
 from __future__ import annotations
 
@@ -70,3 +71,20 @@ def cut_between(dump: Path, vmcore: Path) -> int | None:
     needed = bytes_through_pfn(dump, start_needs_pfn(vmcore))
     whole = dump.stat().st_size
     return (needed + whole) // 2 if whole - needed >= 1 << 20 else None
+
+
+def drgn_sees_the_crash(dump: Path, release: str) -> None:
+    """drgn (libkdumpfile) with the debug symbols on a capture's dump
+    directory: the crashed thread's stack, and the whole log as the capture
+    saved it in vmcore-dmesg.txt."""
+    from drgn.helpers.linux.printk import get_dmesg
+
+    program = oracles.drgn_program(dump / "vmcore", release)
+    assert "sysrq_handle_crash" in str(program.crashed_thread().stack_trace())
+    # makedumpfile's format (ours) indents a record's continuation lines; drgn's does not.
+    saved = [
+        line.strip()
+        for line in (dump / "vmcore-dmesg.txt").read_text(errors="replace").splitlines()
+    ]
+    drgns = [line.strip() for line in get_dmesg(program).decode(errors="replace").splitlines()]
+    assert drgns == saved

@@ -34,7 +34,10 @@ import subprocess
 import tarfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import drgn
 
 SID_PACKAGES = ("makedumpfile", "crash")
 HOST_MOUNT = "/mnt/host"
@@ -316,6 +319,17 @@ def crash_new(vmlinux: Path, dump: Path, commands: Sequence[str], timeout: float
 
 
 # ---------------------------------------------------------------- debug vmlinux
+
+
+def drgn_program(dump: Path, release: str) -> drgn.Program:
+    """drgn 0.3.0 (libkdumpfile inside, for kdump files) on ``dump`` with the
+    debug symbols of kernel ``release``."""
+    import drgn  # only the tests that use drgn pay for its import
+
+    program = drgn.Program()
+    program.set_core_dump(str(dump))
+    program.load_debug_info([str(debug_vmlinux(release))])
+    return program
 
 
 def debug_vmlinux(release: str) -> Path:

@@ -4,7 +4,7 @@
 config); the lab's first kernel loads it with ``kexec -p`` and only kdumpctl's
 capture command line, and panics with sysrq. What the capture kernel left on
 the dump disk is then read by independent tools: makedumpfile 1.7.8 and
-crash 9.0 with the kernel's debug symbols. The few runs CI can afford (each
+crash 9.0 and drgn with the kernel's debug symbols. The few runs CI can afford (each
 a minute or two of TCG): a LABEL target on 6.1 read by crash, the same
 image with its target missing (the failure action, nothing complete), and a
 UUID target on 6.12.
@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests import oracles
+from tests.crashcheck import drgn_sees_the_crash
 from tests.realcores import REPO
 
 sys.path.insert(0, str(REPO / "qemu"))
@@ -96,6 +97,7 @@ def test_label_target_on_6_1_read_by_crash(label_image: tuple[Path, Path], tmp_p
     assert re.search(r"PANIC:.*sysrq triggered crash", out), out[-3000:]
     assert "sysrq_handle_crash" in out, out[-3000:]
     assert "crashlab-panic" in out
+    drgn_sees_the_crash(dump, release)
 
 
 def test_missing_target_ends_in_the_failure_action(
@@ -120,3 +122,4 @@ def test_uuid_target_on_6_12(tmp_path: Path) -> None:
     )
     dump = _one_dump(result)
     _log_matches_makedumpfile(dump)
+    drgn_sees_the_crash(dump, get_kernel("6.12").release)

@@ -112,13 +112,6 @@ def test_crash_reads_our_dump(
     assert _tasks(output) == full_vmcore_tasks[real_core.name]
 
 
-def _drgn(real_core: RealCore, dump: Path) -> drgn.Program:
-    program = drgn.Program()
-    program.set_core_dump(str(dump))
-    program.load_debug_info([str(oracles.debug_vmlinux(real_core.release))])
-    return program
-
-
 @pytest.mark.parametrize(
     "flags",
     [["-z"], ["-l"], ["-c"], ["-p"], ["--compress", "none"], ["-E"]],
@@ -126,7 +119,7 @@ def _drgn(real_core: RealCore, dump: Path) -> drgn.Program:
 )
 def test_drgn_reads_our_dump(real_core: RealCore, tmp_path: Path, flags: list[str]) -> None:
     dump = ours(real_core, tmp_path / "ours", *flags, "-d", "31")
-    program = _drgn(real_core, dump)
+    program = oracles.drgn_program(dump, real_core.release)
     trace = str(program.crashed_thread().stack_trace())
     assert "sysrq_handle_crash" in trace
     tasks = [program.stack_trace(task) for task in for_each_task(program)]
