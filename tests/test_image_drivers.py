@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from capture.firstkernel.initrd import NETWORK_MODULES, _dracut_base
 from capture.firstkernel.plan import GENERIC_DRIVERS
 from tests.realcores import REPO
 
@@ -34,16 +35,23 @@ def _name(module: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def image_modules(tmp_path_factory: pytest.TempPathFactory) -> tuple[set[str], set[str]]:
-    """(modules in the image, modules built into the kernel)."""
+def listing(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """lsinitrd's listing of a real image for a local target."""
     tmp = tmp_path_factory.mktemp("drivers")
     config = tmp / "kdump.conf"
     config.write_text(CONFIG)
     kern = get_kernel("6.1")
     image = build_image(config, kern.release, kern.moddir, tmp / "capture.img")
-    listing = subprocess.run(["lsinitrd", str(image)], capture_output=True, text=True,
-                             errors="replace", check=True).stdout  # fmt: skip
-    present = {_name(m) for m in re.findall(r"/([\w-]+)\.ko(?:\.xz|\.zst|\.gz)?$", listing, re.M)}
+    return subprocess.run(["lsinitrd", str(image)], capture_output=True, text=True,
+                          errors="replace", check=True).stdout  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def image_modules(listing: str) -> tuple[set[str], set[str]]:
+    """(modules in the image, modules built into the kernel)."""
+    kern = get_kernel("6.1")
+    found = re.findall(r"/([\w-]+)\.ko(?:\.xz|\.zst|\.gz)?$", listing, re.M)
+    present = {_name(m) for m in found}
     builtin_text = (kern.moddir / "modules.builtin").read_text()
     builtin = {_name(Path(line).name.split(".ko")[0]) for line in builtin_text.splitlines()}
     return present, builtin
@@ -68,3 +76,23 @@ def test_the_image_holds_every_generic_disk_driver(
     present, builtin = image_modules
     missing = [m for m in GENERIC_DRIVERS if _name(m) not in present | builtin]
     assert not missing, f"not in the image: {missing}"
+
+
+def test_a_local_targets_image_has_no_fsck_helpers(listing: str) -> None:
+    """Nothing in a capture for a dump disk runs fsck (the root is not mounted)."""
+    helpers = re.findall(r"/(e2fsck|xfs_repair|xfs_db|fsck(?:\.\w+)?)$", listing, re.M)
+    assert not helpers, helpers
+    assert re.search(r"/kdump-capture-agent$", listing, re.M)  # the listing is the image's
+
+
+def test_dracut_network_modules_leave_the_nic_drivers_to_the_plan(tmp_path: Path) -> None:
+    """dracut's kernel-network-modules would add every Ethernet driver (45 MB
+    unpacked); in our dracut base it installs none, the plan names them."""
+    base = _dracut_base(tmp_path / "dracut")
+    setup = base / "modules.d" / NETWORK_MODULES / "module-setup.sh"
+    result = subprocess.run(
+        ["bash", "-c", f'source "{setup}"; declare -f installkernel; check && depends'],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "instmods" not in result.stdout and "dracut_instmods" not in result.stdout

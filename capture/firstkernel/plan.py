@@ -100,6 +100,9 @@ class Plan:
     snappy: bool = False
     switch_root: bool = False
     network: bool = False
+    root_mounted: bool = False
+    """No target, dump_to_rootfs or boot: the root filesystem is mounted (its
+    modules and fsck helpers go in)."""
     known_hosts: str | None = None
     """``<kdump dir>/known_hosts`` (what propagate recorded), for an ssh target:
     the image carries it as /etc/kdump/known_hosts, where the agent reads it."""
@@ -136,8 +139,9 @@ def make_plan(config_path: str, kdump_dir: str = KDUMP_DIR) -> Plan:
     )
     actions = {config.failure_action.value.value, config.final_action.value.value}
     plan.switch_root = "boot" in actions
-    if config.target is None or actions & {"boot", "dump_to_rootfs"}:
-        plan.drivers += FILESYSTEMS  # the root filesystem is mounted
+    plan.root_mounted = config.target is None or bool(actions & {"boot", "dump_to_rootfs"})
+    if plan.root_mounted:
+        plan.drivers += FILESYSTEMS
     return plan
 
 
