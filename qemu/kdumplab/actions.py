@@ -162,9 +162,12 @@ def ext4_on_partition(image: Path, offset: int, size: int) -> None:
 
 
 def root_tree(directory: Path) -> Path:
-    """A tiny root filesystem: busybox, /sbin/init, the mount points switch-root moves."""
-    for sub in ("bin", "sbin", "dev", "proc", "sys", "run", "tmp", "var/crash", "sysroot"):
+    """A tiny root filesystem: busybox, /sbin/init, /etc/os-release, the mount
+    points switch-root moves."""
+    for sub in ("bin", "sbin", "etc", "dev", "proc", "sys", "run", "tmp", "var/crash"):
         (directory / sub).mkdir(parents=True, exist_ok=True)
+    # systemd switches only into "an OS tree", one with an os-release
+    (directory / "etc" / "os-release").write_text('ID=crashlab\nNAME="crashlab root"\n')
     shutil.copy2(_busybox(), directory / "bin" / "busybox")
     (directory / "bin" / "sh").symlink_to("busybox")
     init = directory / "sbin" / "init"
