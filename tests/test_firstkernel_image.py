@@ -277,3 +277,24 @@ def test_the_model_gives_the_measured_floors(
     if probe is not None:
         size, outcome = probe
         assert (result.needed <= size * MIB) == (outcome == "passed")
+
+
+def test_a_payload_that_cannot_be_read_leaves_init_size(tmp_path: Path) -> None:
+    """As for an lz4 or lzo kernel, or a Python without lzma (the frozen agent)."""
+    kern = get_kernel("6.1")
+    data = bytearray(kern.vmlinuz.read_bytes())
+    start = data.index(b"\xfd7zXZ\x00")
+    data[start + 64 : start + 4096] = bytes(4096 - 64)  # the stream no longer decodes
+    broken = tmp_path / "vmlinuz"
+    broken.write_bytes(bytes(data))
+    image = read_bzimage(broken)
+    assert image.span is None and image.release == kern.release
+    assert image.init_size == int.from_bytes(data[0x260:0x264], "little")
+    ramdisk = tmp_path / "initrd.img"
+    ramdisk.write_bytes(_gnu_cpio(_one_file_dir(tmp_path)))
+    result = estimate(str(broken), str(ramdisk), str(tmp_path))
+    assert (result.kernel.source, result.kernel.bytes) == ("init_size", image.init_size)
+    assert result.reserved is None and result.enough is None
+    (tmp_path / "not-a-kernel").write_bytes(b"\0" * 4096)
+    with pytest.raises(CaptureError, match="not an x86 bzImage"):
+        read_bzimage(tmp_path / "not-a-kernel")

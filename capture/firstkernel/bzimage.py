@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -80,23 +81,32 @@ def _payload(data: bytes) -> bytes:
 
 def _decompress(payload: bytes) -> bytes | None:
     """vmlinux, for the compressions the standard library or zstandard read
-    (trailing bytes, such as the size the kernel's build appends, are ignored)."""
+    (trailing bytes, such as the size the kernel's build appends, are ignored);
+    None for lz4 and lzo, a payload that does not decompress, or a Python
+    without the module (the frozen agent has no lzma): init_size stands in."""
     try:
-        if payload.startswith(b"\xfd7zXZ\x00"):
-            return cast(bytes, lzma.LZMADecompressor().decompress(payload))
-        if payload.startswith(b"\x28\xb5\x2f\xfd"):
-            import zstandard
-
-            return zstandard.ZstdDecompressor().decompressobj().decompress(payload)
-        if payload.startswith(b"\x1f\x8b"):
-            return zlib.decompressobj(wbits=31).decompress(payload)
-        if payload.startswith(b"BZh"):
-            return cast(bytes, bz2.BZ2Decompressor().decompress(payload))
-        if payload.startswith(b"\x5d\x00\x00"):
-            return cast(bytes, lzma.LZMADecompressor(lzma.FORMAT_ALONE).decompress(payload))
-    except (lzma.LZMAError, OSError, EOFError, zlib.error, ValueError):
+        decompress = _decompressor(payload)
+        return None if decompress is None else decompress(payload)
+    except ImportError:
         return None
-    return None  # lz4 or lzo: init_size stands in
+    except Exception:  # each library raises its own error for bad data
+        return None
+
+
+def _decompressor(payload: bytes) -> Callable[[bytes], bytes] | None:
+    if payload.startswith(b"\xfd7zXZ\x00"):
+        return cast(Callable[[bytes], bytes], lzma.LZMADecompressor().decompress)
+    if payload.startswith(b"\x28\xb5\x2f\xfd"):
+        import zstandard
+
+        return zstandard.ZstdDecompressor().decompressobj().decompress
+    if payload.startswith(b"\x1f\x8b"):
+        return zlib.decompressobj(wbits=31).decompress
+    if payload.startswith(b"BZh"):
+        return cast(Callable[[bytes], bytes], bz2.BZ2Decompressor().decompress)
+    if payload.startswith(b"\x5d\x00\x00"):
+        return cast(Callable[[bytes], bytes], lzma.LZMADecompressor(lzma.FORMAT_ALONE).decompress)
+    return None
 
 
 def _vmlinux_span(payload: bytes) -> int | None:

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from capture.agent.config import KDUMP_DIR, load_config
+from capture.errors import CaptureError
 from capture.firstkernel.plan import make_plan
 
 __all__ = ("Freshness", "default_agent_tree", "freshness", "image_inputs")
@@ -60,8 +61,12 @@ def image_inputs(
     inputs += [Path(name) for name in [*plan.files, *plan.dirs]]
     if agent_tree is not None:
         inputs.append(agent_tree / AGENT_EXECUTABLE)
-    module = module_source()
-    inputs += sorted(p for p in module.iterdir() if p.is_file())
+    try:
+        module = module_source()
+    except CaptureError:
+        module = None  # a system that cannot rebuild the image: it is judged by the rest
+    if module is not None:
+        inputs += sorted(p for p in module.iterdir() if p.is_file())
     return list(dict.fromkeys(inputs))
 
 
