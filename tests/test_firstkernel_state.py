@@ -242,3 +242,15 @@ def test_the_first_kernels_units_verify_and_order_save_raw_first(tmp_path: Path)
         load
     )
     assert "ConditionPathExists=!/proc/vmcore" in load
+
+
+def test_a_missing_image_given_by_name_is_an_error_not_a_build(system: dict[str, Path]) -> None:
+    system["image"].unlink()
+    result = _cli(system, "load")
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"error: {system['image']}: no such image: build it with kdump-capture build-initrd\n"
+    )
+    dry = _cli(system, "load", "--dry-run")
+    assert f"warning: a load would fail: {system['image']}: no such image" in dry.stderr
+    assert not system["calls"].exists()

@@ -219,7 +219,9 @@ def _dry_run(prepared: Prepared, problem: str | None) -> int:
     if problem is not None:
         print(f"warning: a load would fail: {problem}", file=sys.stderr)
     files, fresh = prepared.files, prepared.freshness
-    if not fresh.current:
+    if files.image_given and not files.image.exists():
+        print(f"warning: a load would fail: {files.image}: no such image", file=sys.stderr)
+    elif not fresh.current:
         verb = "is stale, loaded as given (--initrd)" if files.image_given else "would be rebuilt"
         print(f"{files.image} {verb}: {'; '.join(fresh.reasons)}", file=sys.stderr)
     print(shlex.join(kexec_argv(prepared, FILE_SYSCALL)))
