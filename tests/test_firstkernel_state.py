@@ -95,12 +95,22 @@ def system(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
     config = tmp_path / "kdump.conf"
     config.write_text("ext4 LABEL=kdump\nfinal_action poweroff\n")
     image = tmp_path / "initrd.img"
-    image.write_bytes(b"070701")
+    image.write_bytes(_one_file_cpio(tmp_path / "tree"))
     return {
         "root": root, "calls": calls, "config": config, "image": image,
         "kernel": kern.vmlinuz, "moddir": kern.moddir, "kdump_dir": tmp_path / "kdump",
         "agent": tmp_path / "agent",
     }  # fmt: skip
+
+
+def _one_file_cpio(tree: Path) -> bytes:
+    """A real (if tiny) initramfs, by GNU cpio."""
+    tree.mkdir()
+    (tree / "init").write_bytes(b"#!/bin/sh\n" * 100)
+    return subprocess.run(
+        ["cpio", "-o", "-H", "newc", "--quiet"], input=b"init\n", cwd=tree,
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
 
 
 def _cli(system: dict[str, Path], command: str, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -254,3 +264,17 @@ def test_a_missing_image_given_by_name_is_an_error_not_a_build(system: dict[str,
     dry = _cli(system, "load", "--dry-run")
     assert f"warning: a load would fail: {system['image']}: no such image" in dry.stderr
     assert not system["calls"].exists()
+
+
+def test_load_warns_when_the_reservation_is_below_the_estimate(system: dict[str, Path]) -> None:
+    _make_current(system)
+    (system["root"] / "sys" / "kernel" / "kexec_crash_size").write_text(f"{64 << 20}\n")
+    result = _cli(system, "load")
+    assert result.returncode == 0
+    # 58.0 MiB of 6.1's vmlinux + 3.5 + the tiny image + 29: 96M
+    assert result.stderr == (
+        f"warning: crashkernel= reserved 64M, and kdump-capture estimate says {system['image']} "
+        "needs 96M: set crashkernel=96M and reboot\n"
+    )
+    (system["root"] / "sys" / "kernel" / "kexec_crash_size").write_text(f"{96 << 20}\n")
+    assert _cli(system, "load").stderr == ""

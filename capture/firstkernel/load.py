@@ -193,6 +193,7 @@ def load(args: argparse.Namespace) -> int:
     if args.dry_run:
         return _dry_run(prepared, problem)
     prepared = _rebuild_if_stale(prepared, args)
+    _warn_if_too_small(prepared, args.root)
     syscall = _kexec(prepared)
     _record(args.root, prepared, syscall)
     print(
@@ -248,6 +249,28 @@ def _rebuild_if_stale(prepared: Prepared, args: argparse.Namespace) -> Prepared:
     build_initrd(args.config, files.release, args.kmoddir, str(files.image), agent=agent,
                  kdump_dir=args.kdump_dir)  # fmt: skip
     return prepared
+
+
+def _warn_if_too_small(prepared: Prepared, root: str) -> None:
+    """Say so when estimate finds the reservation too small for this image: the
+    capture kernel would run out of memory unpacking it, long after this load."""
+    from capture.firstkernel.estimate import estimate
+
+    files = prepared.files
+    try:
+        result = estimate(str(files.kernel), str(files.image), root)
+    except (CaptureError, OSError) as error:
+        print(
+            f"warning: {files.image}: no estimate of the memory it needs: {error}", file=sys.stderr
+        )
+        return
+    if result.enough is False:
+        have, need = (result.reserved or 0) >> 20, result.crashkernel >> 20
+        print(
+            f"warning: crashkernel= reserved {have}M, and kdump-capture estimate says "
+            f"{files.image} needs {need}M: set crashkernel={need}M and reboot",
+            file=sys.stderr,
+        )
 
 
 def _kexec(prepared: Prepared) -> str:
