@@ -24,6 +24,7 @@ def add_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     d.add_argument("--out", help="output directory (default under the cache)")
     f = sub.add_parser("floor", help="bisect the smallest crashkernel= that captures")
     f.add_argument("--image", default="ours", help="ours, reference, or an image file (ours)")
+    f.add_argument("--kind", choices=["ours", "reference"], help="how an image file is judged")
     f.add_argument("--config", help="kdump.conf for ours (default: ext4 LABEL=kdump, -l -d 31)")
     f.add_argument("--memory", type=int, default=4096)
     f.add_argument("--grid", help="comma list of MiB (default " + ",".join(map(str, GRID_MB)) + ")")
@@ -43,7 +44,7 @@ def run(a: argparse.Namespace) -> int | None:
         rows = run_disks(image, config, out, a.memory, a.crashkernel, disks)
         print(format_rows(rows))
         return 0 if all(r.ok for r in rows.values()) else 1
-    kind: Kind = "reference" if a.image == "reference" else "ours"
+    kind: Kind = a.kind or ("reference" if a.image == "reference" else "ours")
     if a.image == "ours":
         image = our_image(kern, config, out / "ours.img")
     elif a.image == "reference":
