@@ -59,8 +59,11 @@ def test_plan_for_an_ssh_target_with_hooks(tmp_path: Path) -> None:
         f"ssh dumper@192.0.2.7\nsshkey {key}\nkdump_post {post}\n"
         "extra_bins /bin/true\nextra_modules dummy\nfailure_action boot\n"
     )
+    assert make_plan(str(config), str(kdump_dir)).known_hosts is None  # propagate not run
+    (kdump_dir / "known_hosts").write_text("192.0.2.7 ssh-ed25519 AAAA\n")
     plan = make_plan(str(config), str(kdump_dir))
-    assert {str(pre), str(post), str(key), "/bin/true"} <= set(plan.files)
+    assert plan.known_hosts == str(kdump_dir / "known_hosts")
+    assert {str(pre), str(post), str(key), "/bin/true", plan.known_hosts} <= set(plan.files)
     assert "network" in plan.depends and plan.network and plan.ssh
     assert {"virtio_net", "e1000", "dummy"} <= set(plan.drivers)
     assert "rd.neednet=1" in plan.cmdline

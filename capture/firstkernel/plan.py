@@ -130,7 +130,9 @@ def make_plan(config_path: str, kdump_dir: str = KDUMP_DIR) -> Plan:
     if plan.ssh:
         plan.files.append(config.sshkey.value)
         recorded = os.path.join(kdump_dir, "known_hosts")
-        plan.known_hosts = recorded if os.path.isfile(recorded) else None
+        if os.path.isfile(recorded):
+            plan.known_hosts = recorded
+            plan.files.append(recorded)  # also listed: a change to it makes the image stale
     collector = config.core_collector.value.split() if config.core_collector else []
     plan.snappy = (
         bool(collector)
