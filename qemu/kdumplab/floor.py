@@ -163,6 +163,9 @@ GUEST_MARKERS: dict[Kind, dict[str, str]] = {
 
 def _judge(kind: Kind, ended: str, dumps: list[Path], capture_console: str) -> str:
     """'captured', or the first check that fails."""
+    killed = re.search(r"Out of memory: Killed process \d+ \(([^)]+)\)", capture_console)
+    if killed:
+        return f"the OOM killer killed {killed.group(1)}"
     if kind == "agent-start":
         markers = GUEST_MARKERS[kind].values()
         missing = [m for m in markers if not re.search(m, capture_console)]
