@@ -86,12 +86,18 @@ def our_image(kern: Kernel, config: Path, output: Path) -> Path:
     return build_image(config, kern.release, kern.moddir, output)
 
 
-def reference_image(kern: Kernel, output: Path) -> Path:
+def reference_image(kern: Kernel, output: Path, same_kind: bool = True) -> Path:
     """The reference: dracut with the same modules as ours, 99mkdf instead of
     the agent, squash with zstd. It runs from the same private dracut base
-    build-initrd makes, so squash accepts the lab kernel's modules."""
+    build-initrd makes, so squash accepts the lab kernel's modules.
+
+    ``same_kind`` (the default) also gives it what build-initrd gives a local
+    target's image: the generic disk drivers (plan.py's GENERIC_DRIVERS, so it
+    would boot on another machine too) and no fsck helpers; without it the
+    image has only 99mkdf's virtio_blk and dracut's fsck helpers."""
     sys.path.insert(0, str(REPO))
     from capture.firstkernel.initrd import _dracut_base, _kmod_root
+    from capture.firstkernel.plan import GENERIC_DRIVERS
 
     with tempfile.TemporaryDirectory(prefix="kdumplab-reference.") as work:
         workdir = Path(work)
@@ -104,8 +110,10 @@ def reference_image(kern: Kernel, output: Path) -> Path:
                 "--no-early-microcode", "--reproducible", "--conf", str(workdir / "dracut.conf"),
                 "--confdir", str(workdir / "conf.d"), "--tmpdir", str(workdir),
                 "--kver", kern.release, "--kmoddir", str(kern.moddir),
-                "-m", REFERENCE_DRACUT_MODULES, "--squash-compressor", "zstd",
-                str(output), kern.release]  # fmt: skip
+                "-m", REFERENCE_DRACUT_MODULES, "--squash-compressor", "zstd"]  # fmt: skip
+        if same_kind:
+            argv += ["--add-drivers", " ".join(GENERIC_DRIVERS), "--nofscks"]
+        argv += [str(output), kern.release]
         env = {"dracutbasedir": str(base), "KDUMP_CAPTURE_KMODROOT": str(kmodroot)}
         log("building the reference image: " + " ".join(argv))
         result = subprocess.run(argv, env={**os.environ, **env}, check=False)

@@ -26,6 +26,9 @@ def add_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     f.add_argument("--image", default="ours", help="ours, reference, or an image file (ours)")
     f.add_argument("--kind", choices=["ours", "reference"], help="how an image file is judged")
     f.add_argument("--config", help="kdump.conf for ours (default: ext4 LABEL=kdump, -l -d 31)")
+    f.add_argument("--reference-virtio-only", action="store_true",
+                   help="the reference with only virtio_blk and fsck helpers, not the generic "
+                   "disk drivers and --nofscks of ours")  # fmt: skip
     f.add_argument("--memory", type=int, default=4096)
     f.add_argument("--grid", help="comma list of MiB (default " + ",".join(map(str, GRID_MB)) + ")")
     f.add_argument("--out", help="output directory (default under the cache)")
@@ -48,7 +51,7 @@ def run(a: argparse.Namespace) -> int | None:
     if a.image == "ours":
         image = our_image(kern, config, out / "ours.img")
     elif a.image == "reference":
-        image = reference_image(kern, out / "reference.img")
+        image = reference_image(kern, out / "reference.img", not a.reference_virtio_only)
     else:
         image = Path(a.image).resolve()
     grid = tuple(int(x) for x in a.grid.split(",")) if a.grid else GRID_MB
