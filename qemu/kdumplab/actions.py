@@ -67,8 +67,11 @@ core_collector makedumpfile -F -l -d 31
 failure_action shell
 final_action halt
 """
+MISSING_TARGET = f"ext4 LABEL={MISSING_LABEL}"
+REFUSED_TARGET = f"raw {RAW_BY_ID}"
+"""A target that fails at once: the raw partition holds ext4 (CI's cheaper failure)."""
 ROOTFS_CONFIG = f"""\
-ext4 LABEL={MISSING_LABEL}
+{{target}}
 path /var/crash
 {COLLECTOR}
 kdump_post {{post}}
@@ -227,15 +230,15 @@ def raw_config(directory: Path, device: str = RAW_BY_ID) -> Path:
     return config
 
 
-def rootfs_config(directory: Path) -> Path:
-    """The missing target, the kdump_post hook, dump_to_rootfs, then boot."""
+def rootfs_config(directory: Path, target: str = MISSING_TARGET) -> Path:
+    """A failing target (missing by default), the kdump_post hook, dump_to_rootfs, then boot."""
     directory.mkdir(parents=True, exist_ok=True)
     directory.chmod(0o755)  # the hook's directory: nobody else may write it
     post = directory / "post.sh"
     post.write_text(POST_HOOK)
     post.chmod(0o755)
     config = directory / "kdump.conf"
-    config.write_text(ROOTFS_CONFIG.format(post=post))
+    config.write_text(ROOTFS_CONFIG.format(target=target, post=post))
     return config
 
 
@@ -257,10 +260,17 @@ def raw_scenario(config: Path, work: Path, memory_mb: int, filesystem: bool) -> 
     return Scenario(config, None, raw_machine(image), conversation, image, (offset, size))
 
 
-def rootfs_scenario(config: Path, work: Path) -> Scenario:
-    """The root disk on the dump disk's place, named by root= as Fedora's kdumpctl passes it."""
+def rootfs_scenario(config: Path, work: Path, refused_raw: bool = False) -> Scenario:
+    """The root disk on the dump disk's place, named by root= as Fedora's kdumpctl
+    passes it; with ``refused_raw`` also the raw disk, its partition holding ext4."""
     tree = root_tree(work / "rootfs")
-    machine = Machine(capture_cmdline=f"{CAPTURE_CMDLINE} root=LABEL={ROOT_LABEL}")
+    cmdline = f"{CAPTURE_CMDLINE} root=LABEL={ROOT_LABEL}"
+    machine = Machine(capture_cmdline=cmdline)
+    if refused_raw:
+        image = work / "raw.img"
+        offset, size = gpt_disk(image, 512, RAW_PARTLABEL)
+        ext4_on_partition(image, offset, size)
+        machine = raw_machine(image, cmdline)
     return Scenario(config, Disk("ext4", ROOT_LABEL, populate=tree), machine)
 
 
