@@ -13,6 +13,7 @@ import struct
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -303,6 +304,27 @@ def test_device_that_never_appears(tmp_path: Path) -> None:
     assert asked == [1.0, 1.0, 1.0, 1.0]
     with pytest.raises(TargetError, match=r"LABEL=nowhere.*waited 2 s"):
         wait_for_device(parse_device("LABEL=nowhere"), lambda seconds: True, 2.0, str(tmp_path))
+
+
+def test_the_device_wait_counts_the_clock_too(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a loaded machine each look takes seconds (blkid): the wait ends on
+    the clock, not only after its count of one-second pauses."""
+    from capture.agent.targets import devices
+
+    clock, looks = [0.0], []
+
+    def slow_look(*args: object, **kwargs: object) -> None:
+        looks.append(clock[0])
+        clock[0] += 10.0
+        return None
+
+    monkeypatch.setattr(devices, "resolve_device", slow_look)
+    monkeypatch.setattr(devices, "time", SimpleNamespace(monotonic=lambda: clock[0]))
+    with pytest.raises(TargetError, match=r"waited 20 s"):
+        wait_for_device(parse_device("LABEL=late"), lambda seconds: True, 15.0, str(tmp_path))
+    assert looks == [0.0, 10.0]  # counting pauses alone looked 16 times, for 160 s
 
 
 def test_save_raw_without_a_raw_target(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -208,7 +208,7 @@ def test_failed_target_post_hook_dump_to_rootfs_then_boot(tmp_path: Path) -> Non
     # kexec-dmesg.log: the agent's log (the failed target first), then the capture kernel's
     run_log = (dump / "kexec-dmesg.log").read_text(errors="replace")
     agent_log, _, kernel_log = run_log.partition("--- the capture kernel's log ---")
-    assert f"{lab.RAW_BY_ID}: holds a ext4 signature" in agent_log, agent_log[:2000]
+    assert f"{lab.RAW_BY_ID}: holds a signature (ext4)" in agent_log, agent_log[:2000]
     assert agent_log.rstrip().endswith("kdump-capture: action: boot"), agent_log[-500:]
     assert f"{lab.POST_MARKER} 1" in kernel_log
     _log_as_makedumpfile_reads_it(dump / "vmcore", dump / "vmcore-dmesg.txt", caller_id=False)

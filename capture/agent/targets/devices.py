@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import stat
 import subprocess
+import time
 
 from capture.agent.config import Device, DeviceBy
 from capture.agent.targets import TargetError, Waiting
@@ -78,13 +79,17 @@ def wait_for_device(
 ) -> str:
     """Resolve ``device``, trying again while ``wait`` allows, at most ``timeout`` s.
 
+    The time is the clock's as well as the pauses': on a loaded machine each
+    blkid takes seconds, and counting only the pauses made 90 s last 173.
+
     :raises TargetError: when it has not appeared by then.
     """
-    waited = 0.0
+    waited, started = 0.0, time.monotonic()
     while True:
         node = resolve_device(device, disk_dir, partitions=partitions)
         if node is not None:
             return node
+        waited = max(waited, time.monotonic() - started)
         if waited >= timeout or not wait(_RETRY_SECONDS):
             raise TargetError(
                 f"{device}: no such block device (waited {waited:.0f} s); check the name "

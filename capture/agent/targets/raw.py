@@ -258,7 +258,7 @@ def check_writable(node: str) -> None:
     found = filesystem_signature(head)
     if found is not None:
         raise TargetError(
-            f"{node}: holds a {found} signature; a raw dump would destroy it. If the device "
+            f"{node}: holds a signature ({found}); a raw dump would destroy it. If the device "
             f"is meant for dumps, wipe it first (wipefs -a {node})"
         )
 
@@ -559,7 +559,7 @@ def save_raw(
     if not _holds_stream(head):
         found = filesystem_signature(head) or _blkid_type(node)
         if found is not None:
-            message = f"{node} holds a {found} signature, not a dump: left alone"
+            message = f"{node} holds a signature ({found}), not a dump: left alone"
             return SaveRawOutcome(SaveRawStatus.LEFT_ALONE, message)
         return SaveRawOutcome(SaveRawStatus.NO_DUMP, f"{node} holds no dump")
     directory = _new_dump_dir(crash_dir, now or datetime.datetime.now())
@@ -651,3 +651,4 @@ def _clear_header(node: str) -> None:
             raise CaptureError(f"{node}: the dump's header could not be cleared")
     finally:
         os.close(fd)
+
