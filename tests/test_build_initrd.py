@@ -7,6 +7,7 @@ listed with lsinitrd, so what the module installs is what is checked.
 
 from __future__ import annotations
 
+import os
 import shutil
 import stat
 import subprocess
@@ -135,7 +136,12 @@ def _lsinitrd(image: Path, *names: str) -> str:
 
 
 def test_a_real_image_holds_the_agent_config_hooks_and_ssh_files(tmp_path: Path) -> None:
-    """dracut 059 with our module, a lab kernel's modules, no squash so lsinitrd lists it."""
+    """dracut 059 with our module, a lab kernel's modules, no squash so lsinitrd lists it.
+
+    Built under umask 077 (a hardened root's): the image must still open its
+    directories and configuration to the services' own users, or networkd
+    reads no configuration and the NIC never comes up."""
+    os.umask(0o077)  # conftest restores it
     kern = get_kernel("6.1")
     kdump_dir = tmp_path / "kdump"
     hook = _executable(kdump_dir / "post.d" / "50-note")
@@ -175,3 +181,7 @@ def test_a_real_image_holds_the_agent_config_hooks_and_ssh_files(tmp_path: Path)
     assert _lsinitrd(image.path, "-f", "etc/kdump.conf") == config.read_text()
     assert _lsinitrd(image.path, "-f", "etc/kdump/known_hosts") == known  # where the agent reads
     assert "rd.neednet=1" in _lsinitrd(image.path, "-f", "etc/cmdline.d/90kdump-capture.conf")
+    modes = {line.split()[-1]: line.split()[0] for line in listing.splitlines() if line.strip()}
+    assert modes["etc/cmdline.d"] == "drwxr-xr-x", modes["etc/cmdline.d"]
+    assert modes["etc/cmdline.d/90kdump-capture.conf"] == "-rw-r--r--"
+    assert modes["usr/lib/dracut/modules.txt"] == "-rw-r--r--"

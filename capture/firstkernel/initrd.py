@@ -11,10 +11,12 @@ refuses squash for another kernel).
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -118,7 +120,7 @@ def build_initrd(
     moddir = Path(kmoddir) if kmoddir else Path("/lib/modules") / kver
     if not (moddir / "modules.dep").exists():
         raise CaptureError(f"{moddir}: no modules.dep (run depmod -b ROOT {kver})")
-    with tempfile.TemporaryDirectory(prefix="kdump-capture-initrd.") as work:
+    with _readable_files(), tempfile.TemporaryDirectory(prefix="kdump-capture-initrd.") as work:
         workdir = Path(work)
         plan_dir = _write_plan(workdir / "plan", plan, tree)
         basedir = _dracut_base(workdir / "dracut")
@@ -136,6 +138,20 @@ def build_initrd(
         if result.returncode != 0:
             raise CaptureError(f"dracut failed (exit {result.returncode}): {' '.join(argv)}")
     return Image(Path(output), Path(output).stat().st_size, use_squash, tree)
+
+
+@contextlib.contextmanager
+def _readable_files() -> Iterator[None]:
+    """The image is made under umask 022, whatever the caller's: its services
+    run as users of their own (systemd-network), and under umask 077 (a
+    hardened root's) the files of the plan and the directories dracut made
+    were closed to them, so networkd read no configuration and no NIC came
+    up. Secrets keep their own modes (the ssh key is installed as it is)."""
+    before = os.umask(0o022)
+    try:
+        yield
+    finally:
+        os.umask(before)
 
 
 def _self_test(tree: Path, plan: Plan) -> None:
