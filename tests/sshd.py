@@ -61,10 +61,19 @@ class Server:
         return killed
 
     def stop(self) -> None:
-        """Stop listening (new connections refused); live sessions go too."""
+        """Stop listening (new connections refused); live sessions go too.
+
+        The sessions are found first (they are the listener's children) but
+        killed only once it is gone: killed before, a client's immediate
+        reconnect could reach the listener in between, and its new session
+        outlived the stop."""
         if self.process.poll() is None:
-            self.cut_connections()
-            self.process.terminate()
+            sessions = self.sessions()
+            self.process.send_signal(signal.SIGSTOP)  # accepts nothing more from now on
+            for pid in sessions + self.sessions():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            self.process.kill()
             self.process.wait(10)
 
     def trust(self) -> None:
