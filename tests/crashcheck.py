@@ -1,10 +1,14 @@
-"""What crash and drgn see of our dumps: a capture's dump read by drgn, a dump
-cut short read by crash (the check the no-space tests share), and where to
-cut a dump so that crash can still start on what was written."""
+"""What a capture left and what crash and drgn see of it: a whole dump
+directory, a capture's dump read by drgn, a dump cut short read by crash
+(the check the no-space tests share), and where to cut a dump so that crash
+can still start on what was written."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
+from typing import Any
 
 from capture.dumpfile.kdump import DESCRIPTOR
 from capture.dumpfile.reader import KdumpCore, open_dump
@@ -88,3 +92,19 @@ def drgn_sees_the_crash(dump: Path, release: str) -> None:
     ]
     drgns = [line.strip() for line in get_dmesg(program).decode(errors="replace").splitlines()]
     assert drgns == saved
+
+
+def whole_dump_dir(dump: Path) -> dict[str, Any]:
+    """``dump`` (a capture's ``<ip>-<date>/``) holds the dump, the log, the
+    manifest and the agent's log, nothing named incomplete, and a manifest
+    that says complete with each file's size and sha256; returns the manifest."""
+    names = {path.name for path in dump.iterdir()}
+    assert {"vmcore", "vmcore-dmesg.txt", "manifest.json", "kexec-dmesg.log"} <= names, names
+    assert not [name for name in names if "incomplete" in name], names
+    manifest: dict[str, Any] = json.loads((dump / "manifest.json").read_text())
+    assert manifest["status"] == "complete", manifest
+    for name in ("vmcore", "vmcore-dmesg.txt"):
+        entry, data = manifest["files"][name], (dump / name).read_bytes()
+        assert (entry["status"], entry["bytes"]) == ("complete", len(data)), (name, entry)
+        assert entry["sha256"] == hashlib.sha256(data).hexdigest(), name
+    return manifest

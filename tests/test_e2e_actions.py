@@ -23,8 +23,6 @@ undone by the failure unit.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import subprocess
 import sys
@@ -37,6 +35,7 @@ from capture.agent.config import Action
 from tests import oracles
 from tests.agentrun import capture as agent_capture
 from tests.agentrun import hook, write_config
+from tests.crashcheck import whole_dump_dir
 from tests.realcores import REPO, core_61
 
 sys.path.insert(0, str(REPO / "qemu"))
@@ -219,13 +218,5 @@ def _one_complete_dump(result: CaptureResult) -> Path:
     assert len(result.dumps) == 1, result.dumps
     dump = result.dumps[0]
     assert re.fullmatch(r"127\.0\.0\.1-\d{4}-\d\d-\d\d-\d\d:\d\d:\d\d", dump.name), dump.name
-    names = {p.name for p in dump.iterdir()}
-    assert {"vmcore", "vmcore-dmesg.txt", "manifest.json", "kexec-dmesg.log"} <= names, names
-    assert not [n for n in names if "incomplete" in n], names
-    manifest = json.loads((dump / "manifest.json").read_text())
-    assert manifest["status"] == "complete", manifest
-    for name in ("vmcore", "vmcore-dmesg.txt"):
-        entry, data = manifest["files"][name], (dump / name).read_bytes()
-        assert (entry["status"], entry["bytes"]) == ("complete", len(data))
-        assert entry["sha256"] == hashlib.sha256(data).hexdigest()
+    whole_dump_dir(dump)
     return dump

@@ -12,8 +12,6 @@ UUID target on 6.12.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 import sys
 from pathlib import Path
@@ -21,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from tests import oracles
-from tests.crashcheck import drgn_sees_the_crash
+from tests.crashcheck import drgn_sees_the_crash, whole_dump_dir
 from tests.realcores import REPO
 
 sys.path.insert(0, str(REPO / "qemu"))
@@ -56,17 +54,7 @@ def _one_dump(result: CaptureResult) -> Path:
     assert len(result.dumps) == 1, result.dumps
     dump = result.dumps[0]
     assert re.fullmatch(r"127\.0\.0\.1-\d{4}-\d\d-\d\d-\d\d:\d\d:\d\d", dump.name), dump.name
-    names = {p.name for p in dump.iterdir()}
-    assert {"vmcore", "vmcore-dmesg.txt", "manifest.json", "kexec-dmesg.log"} <= names, names
-    assert not [n for n in names if "incomplete" in n], names
-    manifest = json.loads((dump / "manifest.json").read_text())
-    assert manifest["status"] == "complete", manifest
-    for name in ("vmcore", "vmcore-dmesg.txt"):
-        entry = manifest["files"][name]
-        data = (dump / name).read_bytes()
-        assert entry["status"] == "complete"
-        assert entry["bytes"] == len(data)
-        assert entry["sha256"] == hashlib.sha256(data).hexdigest()
+    whole_dump_dir(dump)
     return dump
 
 
