@@ -1,7 +1,5 @@
 """``python -m capture``: the same as the ``kdump-capture`` command."""
 
-import sys
+from capture.cli import console
 
-from capture.cli import main
-
-sys.exit(main())
+console()

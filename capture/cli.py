@@ -8,16 +8,16 @@ from __future__ import annotations
 
 import argparse
 import errno
-import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from capture import __version__
 from capture.dumpfile.codecs import CODECS, DEFAULT_CODEC, MAKEDUMPFILE_FLAGS
 from capture.errors import CaptureError
 from capture.filter.levels import DumpLevel, parse_dump_level
+from capture.logs import DEBUG, INFO, WARNING, show_on_stderr
 
 if TYPE_CHECKING:
     from capture.vmcore.summary import Summary
@@ -31,8 +31,6 @@ EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_INCOMPLETE = 0, 1, 2, 3
 EXIT_CLOSED_PIPE = 128 + 13
 """128 + SIGPIPE: what a shell reports for a tool a closed pipe ended."""
 
-log = logging.getLogger("capture")
-
 
 class _Failure(Exception):
     """A command failed after doing what it could; the message names the cause."""
@@ -40,10 +38,39 @@ class _Failure(Exception):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command and return its exit status."""
+    return _main(argv)[0]
+
+
+def console() -> NoReturn:
+    """The installed ``kdump-capture``: main, then the exit.
+
+    Python's orderly shutdown (every module and object freed) costs about
+    5 ms, as much as all the imports of ``info``. The engine's commands leave
+    nothing for it to do (their files are closed, their threads joined, no
+    exit hook is theirs), so once their output is flushed they leave with
+    ``os._exit``; the other commands exit the usual way."""
+    status, engine_command = _main(None)
+    if engine_command:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except OSError:  # a closed pipe: said before, or nobody is reading
+            pass
+        os._exit(status)
+    sys.exit(status)
+
+
+def _main(argv: Sequence[str] | None) -> tuple[int, bool]:
+    """The exit status, and whether the command was one of the engine's."""
     argv = sys.argv[1:] if argv is None else argv
     args = _parser(argv).parse_args(argv)
-    logging.basicConfig(format="%(levelname)s: %(message)s", level=args.log_level)
     command: Callable[[argparse.Namespace], int | None] = args.command
+    engine_command = command in _ENGINE_COMMANDS
+    show_on_stderr(args.log_level, defer=engine_command)
+    return _call(command, args), engine_command
+
+
+def _call(command: Callable[[argparse.Namespace], int | None], args: argparse.Namespace) -> int:
     try:
         status = command(args)
         sys.stdout.flush()  # here, where a closed pipe can still be told from a failure
@@ -107,8 +134,8 @@ def _parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
         "--debug",
         dest="log_level",
         action="store_const",
-        const=logging.DEBUG,
-        default=logging.WARNING,
+        const=DEBUG,
+        default=WARNING,
         help="log what the engine does",
     )
     commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
@@ -426,11 +453,13 @@ def _save_raw(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    import logging
+
     from capture.agent.actions import RecordingActions, SystemActions
     from capture.agent.config import load_config
     from capture.agent.run import RunEnvironment, run_capture
 
-    logging.getLogger("capture").setLevel(min(args.log_level, logging.INFO))  # a line a step
+    logging.getLogger("capture").setLevel(min(args.log_level, INFO))  # a line a step
     actions = RecordingActions(sys.stdout, args.sysroot) if args.no_action else SystemActions()
     env = RunEnvironment(
         actions=actions,
@@ -597,3 +626,7 @@ _COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None]]] = {
     "estimate": ("the crashkernel= the capture image needs", _estimate_arguments),
 }
 """Each command: its line in the top-level help, and what adds its arguments."""
+
+_ENGINE_COMMANDS = (_dmesg, _info, _dump, _rebuild)
+"""The quick ones, run on saved vmcores too: logging is imported only if they
+have something to say (capture.logs)."""

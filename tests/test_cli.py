@@ -74,6 +74,23 @@ def test_start_up_loads_only_what_the_parser_needs() -> None:
     assert "capture.filter.classify" not in loaded
 
 
+def test_a_dump_that_goes_well_loads_no_logging(tmp_path: Path) -> None:
+    """capture.logs: logging and what it brings (5 ms of start-up) are
+    imported only when the engine has something to say."""
+    [core] = [core for core in shared_cores() if core.release.startswith("6.1.")]
+    argv = ["dump", "-l", "-d", "31", str(core.vmcore), str(tmp_path / "dump")]
+    result = subprocess.run([sys.executable, "-X", "importtime", "-m", "capture", *argv],
+                            capture_output=True, text=True, check=False)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    imported = {
+        line.rpartition("|")[2].strip()
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "capture.dumpfile.kdump" in imported  # the list holds the dump's imports
+    assert "logging" not in imported
+
+
 def test_parsing_a_command_line_loads_no_shutil() -> None:
     """argparse's own formatter imports shutil (with bz2 and lzma) for the
     terminal width at every add_argument; ours does not."""

@@ -209,6 +209,7 @@ def test_a_vmcore_with_pages_missing_gives_an_incomplete_dump(
     assert result.returncode == 3, result.stderr
     lines = result.stderr.splitlines()
     [missing] = [at for at, line in enumerate(lines) if "are not in the file" in line]
+    assert lines[missing].startswith("WARNING: ")  # shown as ever, logging imported for it
     assert missing < lines.index(next(line for line in lines if line.startswith("Original pages")))
     assert sum("no page is classified" in line for line in lines) == 1
     assert lines[-1] == (

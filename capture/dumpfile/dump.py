@@ -6,8 +6,6 @@ line and the capture agent both call :func:`dump_vmcore`.
 
 from __future__ import annotations
 
-import copy
-import logging
 import sys
 import time
 from collections.abc import Callable
@@ -21,11 +19,11 @@ from capture.errors import CorruptError, UnsupportedError
 from capture.filter.levels import DumpLevel
 from capture.filter.pagefilter import FilteredPages, default_bitmap_budget
 from capture.filter.stats import FilterStats
+from capture.logs import log
 from capture.vmcore.kernel import Vmcore
 
 __all__ = ("DumpOptions", "DumpPlan", "DumpReport", "dump_vmcore")
 
-log = logging.getLogger("capture")
 
 _STREAM_BUFFER = 1 << 20
 
@@ -140,6 +138,8 @@ class DumpPlan:
 
     def with_codec(self, name: str) -> DumpPlan:
         """The same filtered pages, stored by another codec (not for ELF)."""
+        import copy  # here: only the agent's step-down needs it
+
         other = copy.copy(self)
         other.options = self.options._replace(codec=name)
         other.codec = codec_by_name(name)

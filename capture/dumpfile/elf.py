@@ -11,7 +11,6 @@ dumpable page is read once beforehand.
 
 from __future__ import annotations
 
-import logging
 import struct
 from itertools import compress
 
@@ -21,13 +20,13 @@ from capture.errors import CaptureError
 from capture.filter.bitmap import Bitmap
 from capture.filter.levels import DumpLevel
 from capture.filter.pagefilter import FilterResult
+from capture.logs import log
 from capture.vmcore.elf64 import EHDR, PHDR, PN_XNUM, PT_LOAD, PT_NOTE, SHDR
 from capture.vmcore.elfcore import LoadSegment
 from capture.vmcore.kernel import Vmcore
 
 __all__ = ("ELF_INCOMPLETE", "plan_loads", "write_elf")
 
-log = logging.getLogger("capture")
 
 ELF_INCOMPLETE = 0x1
 """e_flags bit makedumpfile sets on a dump cut short (DUMP_ELF_INCOMPLETE)."""

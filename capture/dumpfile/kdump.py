@@ -9,7 +9,6 @@ is still readable up to where it stopped, and says INCOMPLETE.
 
 from __future__ import annotations
 
-import logging
 import struct
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -22,6 +21,7 @@ from capture.dumpfile.outcome import DumpOutcome, Progress
 from capture.dumpfile.sink import NoSpaceError, Sink
 from capture.errors import CaptureError
 from capture.filter import Bitmap, DumpLevel, FilteredPages, FilterResult
+from capture.logs import log
 from capture.vmcore import Vmcore
 from capture.vmcore.notes import find_vmcoreinfo
 
@@ -30,7 +30,6 @@ if TYPE_CHECKING:
 
 __all__ = ("KdumpLayout", "write_kdump")
 
-log = logging.getLogger("capture")
 
 SIGNATURE = b"KDUMP   "
 HEADER_VERSION = 6

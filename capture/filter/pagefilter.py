@@ -11,7 +11,6 @@ its remaining bits into the next cycle), so the bitmaps are too.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from typing import NamedTuple
 
@@ -21,6 +20,7 @@ from capture.filter.classify import classify_run
 from capture.filter.levels import DumpLevel
 from capture.filter.rules import PageRules
 from capture.filter.stats import FilterStats
+from capture.logs import log
 from capture.vmcore.kernel import Vmcore
 from capture.vmcore.memmap import MemMap
 from capture.vmcore.pagecolumns import PageColumns
@@ -34,7 +34,6 @@ __all__ = (
     "filter_pages",
 )
 
-log = logging.getLogger("capture")
 
 CYCLE_ALIGN = 32768
 """Cycles are whole multiples of this many pfns: 4 KiB of each bitmap."""

@@ -7,12 +7,12 @@ never touches the page tables, and a corrupt part fails only what needs it.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator
 from functools import cached_property
 from typing import NamedTuple, Protocol, Self
 
 from capture.errors import CorruptError, NoDataError
+from capture.logs import log
 from capture.vmcore.arch import Architecture, Translator, architecture_for
 from capture.vmcore.elfcore import ElfCore, LoadSegment
 from capture.vmcore.notes import NT_PRSTATUS, Note, find_vmcoreinfo, parse_notes
@@ -20,7 +20,6 @@ from capture.vmcore.vmcoreinfo import VmcoreInfo, parse_vmcoreinfo
 
 __all__ = ("Utsname", "Vmcore")
 
-log = logging.getLogger("capture")
 
 _UTS_FIELD = 65
 _UTS_FIELDS = ("sysname", "nodename", "release", "version", "machine", "domainname")

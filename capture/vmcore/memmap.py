@@ -11,18 +11,17 @@ FLATMEM (one ``mem_map`` array) and classic SPARSEMEM are handled too.
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections import Counter
 from collections.abc import Iterator
 from typing import NamedTuple
 
 from capture.errors import CorruptError, NoDataError
+from capture.logs import log
 from capture.vmcore.kernel import Vmcore
 from capture.vmcore.pagecolumns import PageColumns, StructPageLayout
 
 __all__ = ("MemMap",)
 
-log = logging.getLogger("capture")
 
 SECTION_MARKED_PRESENT = 1 << 0
 SECTION_FLAG_MASK = (1 << 6) - 1
@@ -218,7 +217,8 @@ class MemMap:
         if exported is not None and exported in sparse.bases.values():
             best = exported
         elif outside and len(outside) * 2 >= len(sparse.bases):
-            best = Counter(outside).most_common(1)[0][0]
+            counts = Counter(outside)
+            best = max(counts, key=counts.__getitem__)  # as most_common(1), without heapq
         else:
             return None
         for nr, base in list(sparse.bases.items()):
