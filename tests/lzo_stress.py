@@ -1,5 +1,6 @@
-"""Exercises every path of the _lzo binding; run by test_lzo_sanitized.py
-under AddressSanitizer and UBSan, with the instrumented build first on sys.path.
+"""Exercises every path of the _lzo and _zstd bindings; run by
+test_lzo_sanitized.py under AddressSanitizer and UBSan, with the instrumented
+builds first on sys.path.
 
     python tests/lzo_stress.py BUILD_DIR
 """
@@ -14,6 +15,8 @@ import zlib
 
 sys.path.insert(0, sys.argv[1])
 import _lzo  # type: ignore[import-not-found]
+import _zstd  # type: ignore[import-not-found]
+import zstandard
 
 PAGE = 4096
 
@@ -35,16 +38,26 @@ def _round_trips(rng: random.Random, pages: list[bytes]) -> None:
             stored = data[at : at + size]
             at += size
             assert (stored if size == PAGE else zlib.decompress(stored)) == page
+        data, sizes = _zstd.compress_pages(runs, PAGE, rng.randint(1, 19))
+        at = 0
+        for page, size in zip(chosen, sizes, strict=True):
+            stored = data[at : at + size]
+            at += size
+            assert (stored if size == PAGE else zstandard.decompress(stored)) == page
     # Small pages: there the worst-case output exceeds the page the most.
     for page_size in (1, 2, 16, 64, 65536):
         for _ in range(50):
-            for compress in (_lzo.compress_pages, _zlib_level_1):
+            for compress in (_lzo.compress_pages, _zlib_level_1, _zstd_level_1):
                 data, sizes = compress([rng.randbytes(page_size * rng.randint(0, 8))], page_size)
                 assert sum(sizes) == len(data)
 
 
 def _zlib_level_1(runs: list[bytes], page_size: int) -> tuple[bytes, list[int]]:
     return _lzo.zlib_compress_pages(runs, page_size, 1)  # type: ignore[no-any-return]
+
+
+def _zstd_level_1(runs: list[bytes], page_size: int) -> tuple[bytes, list[int]]:
+    return _zstd.compress_pages(runs, page_size, 1)  # type: ignore[no-any-return]
 
 
 def _hostile_streams(rng: random.Random, pages: list[bytes]) -> None:
@@ -66,6 +79,7 @@ def _threads(pages: list[bytes]) -> None:
         for _ in range(200):
             _lzo.compress_pages([b"".join(pages)] * 4, PAGE)
             _lzo.zlib_compress_pages([b"".join(pages)] * 4, PAGE, 1)
+            _zstd.compress_pages([b"".join(pages)] * 4, PAGE, 1)
 
     threads = [threading.Thread(target=work) for _ in range(4)]
     for thread in threads:
@@ -76,7 +90,7 @@ def _threads(pages: list[bytes]) -> None:
 
 def _bad_arguments() -> None:
     for runs in ([b"x" * 5], [b"", None], [1], "text"):
-        for compress in (_lzo.compress_pages, _zlib_level_1):
+        for compress in (_lzo.compress_pages, _zlib_level_1, _zstd_level_1):
             try:
                 compress(runs, PAGE)
             except (ValueError, TypeError):
@@ -88,6 +102,12 @@ def _bad_arguments() -> None:
         except ValueError:
             continue
         raise AssertionError(f"zlib level {level} was accepted")
+    for level in (-(1 << 30), 1 << 30):
+        try:
+            _zstd.compress_pages([bytes(PAGE)], PAGE, level)
+        except ValueError:
+            continue
+        raise AssertionError(f"zstd level {level} was accepted")
 
 
 def main() -> None:

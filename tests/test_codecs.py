@@ -26,6 +26,7 @@ from capture.dumpfile import _lzo
 from capture.dumpfile.codecs import CODECS, codec_by_name
 from capture.dumpfile.workers import CompressorPool
 from capture.errors import UnsupportedError
+from tests.realcores import shared_cores
 from tests.vmcore_builder import VmcoreBuilder
 
 PAGE = 4096
@@ -128,6 +129,33 @@ def test_lzo_without_the_extension_says_how_to_get_it(
     assert main(["dump", "-l", str(tmp_path / "vmcore"), str(output)]) == 1
     assert "liblzo2-dev" in capsys.readouterr().err
     assert not output.exists()
+
+
+def test_zstd_frames_are_those_of_zstandard_and_makedumpfile(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Our batch call (capture/dumpfile/_zstd.c) makes the frames
+    ZstdCompressor(level=1).compress makes, which the dumps compared with
+    makedumpfile's hold; without the extension, zstandard makes them."""
+    pages = [*_pages(), *(page for core in shared_cores() for page in _real_pages(core.vmcore))]
+    ours, sizes = codec_by_name("zstd").make(PAGE)([b"".join(pages)])
+    assert "capture.dumpfile._zstd" in sys.modules  # scripts/setup builds it
+    compressor = zstandard.ZstdCompressor(level=1)
+    expected = [frame if len(frame) < PAGE else page
+                for page in pages for frame in [compressor.compress(page)]]  # fmt: skip
+    assert sizes == [len(frame) for frame in expected]
+    assert b"".join(ours) == b"".join(expected)
+    monkeypatch.setitem(sys.modules, "capture.dumpfile._zstd", None)  # import now fails
+    fallback, fallback_sizes = codec_by_name("zstd").make(PAGE)([b"".join(pages)])
+    assert (b"".join(fallback), fallback_sizes) == (b"".join(expected), sizes)
+
+
+def _real_pages(vmcore: Path, count: int = 2000) -> list[bytes]:
+    """``count`` pages from the middle of a real vmcore: kernel data, not patterns."""
+    with vmcore.open("rb") as file:
+        file.seek(file.seek(0, 2) // 2 // PAGE * PAGE)
+        data = file.read(count * PAGE)
+    return [data[at : at + PAGE] for at in range(0, len(data) - PAGE + 1, PAGE)]
 
 
 @settings(max_examples=500, deadline=None)

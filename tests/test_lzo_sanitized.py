@@ -1,4 +1,4 @@
-"""The C of our LZO binding under AddressSanitizer and UBSan.
+"""The C of our LZO and zstd bindings under AddressSanitizer and UBSan.
 
 decompress() reads page data from dump files, which are hostile input, and
 compress_pages() writes into a buffer sized by a worst-case bound. Both are
@@ -26,14 +26,15 @@ def _runtime(name: str) -> str:
     return os.path.realpath(found.stdout.strip())
 
 
-def test_lzo_binding_is_clean_under_sanitizers(tmp_path: Path) -> None:
-    module = tmp_path / f"_lzo{sysconfig.get_config_var('EXT_SUFFIX')}"
-    subprocess.run(
-        ["gcc", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
-         "-fno-omit-frame-pointer", "-shared", "-fPIC", f"-I{sysconfig.get_paths()['include']}",
-         str(REPO / "capture/dumpfile/_lzo.c"), "-llzo2", "-lz", "-o", str(module)],
-        check=True,
-    )  # fmt: skip
+def test_lzo_and_zstd_bindings_are_clean_under_sanitizers(tmp_path: Path) -> None:
+    for name, libraries in (("_lzo", ["-llzo2", "-lz"]), ("_zstd", ["-lzstd"])):
+        module = tmp_path / f"{name}{sysconfig.get_config_var('EXT_SUFFIX')}"
+        subprocess.run(
+            ["gcc", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=undefined",
+             "-fno-omit-frame-pointer", "-shared", "-fPIC", f"-I{sysconfig.get_paths()['include']}",
+             str(REPO / f"capture/dumpfile/{name}.c"), *libraries, "-o", str(module)],
+            check=True,
+        )  # fmt: skip
     environment = {
         **os.environ,
         # The sanitizers' runtimes must come first; Python's own allocator
