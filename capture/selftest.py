@@ -5,8 +5,9 @@ a module or library the freeze left out fails the build, not the capture.
 It imports every module of the package (the ssh target only with ``--ssh``)
 and every module they import inside functions, where a frozen tree misses
 them first; round-trips pages through each codec with the real writer and
-reader; and parses a kdump.conf. With ``--ssh`` it also imports paramiko
-and signs with an Ed25519 key made in memory. Nothing is written but a
+reader; and parses a kdump.conf. With ``--ssh`` it also imports paramiko,
+signs with an Ed25519 key made in memory, and encodes a host name with the
+idna codec (what resolving any network target's server needs). Nothing is written but a
 temporary directory, removed after.
 """
 
@@ -97,10 +98,13 @@ def _import_modules(ssh: bool) -> str:
     if ssh:
         for name in SSH_MODULES:
             _try_import(name, missing)
-    try:  # socket.getaddrinfo encodes a host name (an NFS server's) with this codec
-        "server.example".encode("idna")
-    except LookupError as error:
-        missing.append(f"encodings.idna ({error})")
+        # socket.getaddrinfo encodes a host name (an ssh or NFS server's) with
+        # this codec, which needs unicodedata: the tree's network.files, which
+        # a local target's image leaves out
+        try:
+            "server.example".encode("idna")
+        except (LookupError, ImportError) as error:
+            missing.append(f"encodings.idna ({error})")
     if missing:
         raise ImportError("cannot import " + ", ".join(missing))
     return f"{len(names)}+{len(lazy_names)} imported"

@@ -1,7 +1,7 @@
 """What the frozen agent leaves out, and the parts an image may leave out.
 
 Read by agent.spec (the freeze) and scripts/build-agent (ssh.files,
-snappy.files). Each exclusion is something no capture imports but something
+snappy.files, network.files). Each exclusion is something no capture imports but something
 else in the tree would pull in (the self-test imports what ours import).
 """
 
@@ -18,7 +18,8 @@ class Part(NamedTuple):
     distributions: tuple[str, ...]
     """Their distributions, whose *.dist-info PyInstaller copies (paramiko reads its version)."""
     extensions: tuple[str, ...] = ()
-    """Top-level extension modules only these packages load."""
+    """Extension modules (top-level, or the standard library's lib-dynload/)
+    only these packages or this kind of target load."""
 
 
 PARTS = {
@@ -30,6 +31,10 @@ PARTS = {
     ),
     # core_collector makedumpfile -p: raw snappy from cramjam (4.3 MiB).
     "snappy": Part(("cramjam",), ("cramjam",)),
+    # A network target (ssh, nfs): socket.getaddrinfo encodes a host name with
+    # the idna codec, whose stringprep loads unicodedata (1.1 MiB, 0.5 MiB of
+    # a zstd squash image); nothing a local or raw target runs imports it.
+    "network": Part((), (), ("unicodedata",)),
 }
 
 EXCLUDES = [

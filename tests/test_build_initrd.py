@@ -19,7 +19,7 @@ import pytest
 
 from capture.agent.config import parse_config
 from capture.errors import CaptureError
-from capture.firstkernel.initrd import agent_files, build_initrd, find_agent
+from capture.firstkernel.initrd import agent_files, build_initrd, find_agent, squash_compressor
 from capture.firstkernel.plan import make_plan, persistent_config
 from tests.realcores import REPO
 
@@ -47,6 +47,37 @@ def test_agent_files_split_elf_from_data_and_leave_out_ssh(tmp_path: Path) -> No
     assert data == ["_internal/base_library.zip"]
     _elf, data = agent_files(tree, include_ssh=True)
     assert data == ["_internal/base_library.zip", "_internal/paramiko/client.pyc"]
+
+
+def test_agent_files_leave_out_network_files_without_a_network_target(tmp_path: Path) -> None:
+    tree = tmp_path / "tree"
+    dynload = tree / "_internal" / "python3.11" / "lib-dynload"
+    dynload.mkdir(parents=True)
+    shutil.copy("/bin/true", tree / "kdump-capture-agent")
+    (dynload / "math.so").write_bytes(b"x")
+    (dynload / "unicodedata.so").write_bytes(b"x")
+    (tree / "network.files").write_text("_internal/python3.11/lib-dynload/unicodedata.so\n")
+    _elf, local = agent_files(tree, include_ssh=False, include_network=False)
+    assert local == ["_internal/python3.11/lib-dynload/math.so"]
+    for ssh, network in ((False, True), (True, False)):  # nfs; ssh (always a network)
+        _elf, data = agent_files(tree, include_ssh=ssh, include_network=network)
+        assert "_internal/python3.11/lib-dynload/unicodedata.so" in data
+
+
+def test_squash_compressor_follows_the_kernels_config(tmp_path: Path) -> None:
+    moddir = tmp_path / "lib" / "modules" / "6.1.0-test"
+    moddir.mkdir(parents=True)
+    config = tmp_path / "boot" / "config-6.1.0-test"
+    config.parent.mkdir()
+    assert squash_compressor("6.1.0-test", moddir) == "zstd"  # no config found: as before
+    config.write_text("CONFIG_X86_64=y\nCONFIG_SQUASHFS_XZ=y\nCONFIG_XZ_DEC_X86=y\n")
+    assert squash_compressor("6.1.0-test", moddir) == "xz -Xbcj x86"
+    config.write_text("CONFIG_ARM64=y\nCONFIG_SQUASHFS_XZ=y\n")
+    assert squash_compressor("6.1.0-test", moddir) == "xz"
+    config.write_text("CONFIG_X86_64=y\n# CONFIG_SQUASHFS_XZ is not set\nCONFIG_SQUASHFS_ZSTD=y\n")
+    assert squash_compressor("6.1.0-test", moddir) == "zstd"
+    lab = get_kernel("6.1")  # Debian's: xz and the x86 filter
+    assert squash_compressor(lab.release, lab.moddir) == "xz -Xbcj x86"
 
 
 def test_plan_for_an_ssh_target_with_hooks(tmp_path: Path) -> None:
@@ -173,6 +204,7 @@ def test_a_real_image_holds_the_agent_config_hooks_and_ssh_files(tmp_path: Path)
         "kdump-capture-failure.service",
         "initrd.target.wants/kdump-capture.service",
         "/paramiko/",
+        "lib-dynload/unicodedata.",  # the idna codec, for the server's name
         "virtio_net.ko",
         "virtio_blk.ko",
         "etc/cmdline.d/90kdump-capture.conf",
@@ -185,3 +217,19 @@ def test_a_real_image_holds_the_agent_config_hooks_and_ssh_files(tmp_path: Path)
     assert modes["etc/cmdline.d"] == "drwxr-xr-x", modes["etc/cmdline.d"]
     assert modes["etc/cmdline.d/90kdump-capture.conf"] == "-rw-r--r--"
     assert modes["usr/lib/dracut/modules.txt"] == "-rw-r--r--"
+
+
+def test_a_real_local_image_leaves_out_what_only_other_targets_need(tmp_path: Path) -> None:
+    """A local target's image: no ssh part, no snappy, no unicodedata (only
+    the idna codec of a network target's host name loads it)."""
+    kern = get_kernel("6.1")
+    config = tmp_path / "kdump.conf"
+    config.write_text("ext4 LABEL=kdump\ncore_collector makedumpfile -l -d 31\n")
+    agent = str(find_agent(None))
+    image = build_initrd(str(config), kern.release, str(kern.moddir), str(tmp_path / "img"),
+                         agent=agent, kdump_dir=str(tmp_path), squash=False)  # fmt: skip
+    listing = _lsinitrd(image.path)
+    assert "usr/lib/kdump-capture/kdump-capture-agent" in listing
+    assert "lib-dynload/math." in listing  # the standard library's extensions are there
+    for left_out in ("unicodedata", "/paramiko/", "/cryptography/", "/cramjam/"):
+        assert left_out not in listing, left_out

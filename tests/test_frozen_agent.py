@@ -41,6 +41,10 @@ def frozen(tree: Path, *args: str, cwd: str = "/") -> subprocess.CompletedProces
     )
 
 
+LOCAL_IMAGE_LEAVES_OUT = ("ssh.files", "snappy.files", "network.files")
+"""What build-initrd leaves out of a local target's image (-l, no ssh or nfs)."""
+
+
 def listed(tree: Path, name: str) -> list[str]:
     return (tree / name).read_text().splitlines()
 
@@ -76,11 +80,15 @@ def test_version_is_the_packages(tree: Path) -> None:
 
 def test_the_tree_lists_its_parts_and_host_libraries(tree: Path) -> None:
     top = sorted(path.name for path in tree.iterdir())
-    assert top == ["_internal", NAME, "needs.libs", "snappy.files", "ssh.files"]
+    assert top == ["_internal", NAME, "needs.libs", "network.files", "snappy.files", "ssh.files"]
+    assert [Path(line).name.split(".")[0] for line in listed(tree, "network.files")] == [
+        "unicodedata"
+    ]
     ssh = listed(tree, "ssh.files")
     for package in SSH_PACKAGES:
         assert any(line.startswith(f"_internal/{package}/") for line in ssh), package
-    assert all((tree / line).is_file() for line in ssh + listed(tree, "snappy.files"))
+    parts = ssh + listed(tree, "snappy.files") + listed(tree, "network.files")
+    assert all((tree / line).is_file() for line in parts)
     # Our lzo binding and the libraries it links are in the tree, in the core.
     assert (tree / "_internal" / "liblzo2.so.2").is_file()
     assert not any("lzo" in line or "libz" in line for line in ssh)
@@ -90,14 +98,45 @@ def test_the_tree_lists_its_parts_and_host_libraries(tree: Path) -> None:
     assert names - glibc <= {"libz.so.1"}, names
 
 
+def test_the_archives_modules_are_stored_without_column_tables(tree: Path) -> None:
+    """build-agent freezes with PYTHONNODEBUGRANGES (smaller code objects, in
+    the archive and in the capture kernel's memory) and stores the archive's
+    modules without zlib, so the image's squashfs compresses them whole."""
+    from PyInstaller.archive.readers import (  # type: ignore[import-untyped]
+        CArchiveReader,
+        ZlibArchiveReader,
+    )
+
+    executable = tree / NAME
+    package = CArchiveReader(str(executable))
+    start = package._start_offset + package.toc["PYZ.pyz"][0]
+    archive = ZlibArchiveReader(str(executable), start)
+    for module in ("capture.agent.run", "capture.dumpfile.kdump", "argparse"):
+        _kind, offset, _length = archive.toc[module]
+        with executable.open("rb") as file:
+            file.seek(start + offset)
+            assert file.read(2) == b"\x78\x01", module  # a zlib stream of stored blocks
+        code = archive.extract(module)
+        assert all(column is None for _, _, column, _ in code.co_positions()), module
+
+
 def test_a_copy_without_the_ssh_part_captures_but_cannot_ssh(tree: Path, tmp_path: Path) -> None:
-    copy = copy_leaving_out(tree, tmp_path, ("ssh.files", "snappy.files"))
+    copy = copy_leaving_out(tree, tmp_path, LOCAL_IMAGE_LEAVES_OUT)
     for package in SSH_PACKAGES:
         assert not (copy / "_internal" / package).exists()
+    assert not list(copy.glob("_internal/python3*/lib-dynload/unicodedata*"))
     assert frozen(copy, "self-test").returncode == 0
     ssh = frozen(copy, "self-test", "--ssh")
     assert ssh.returncode == 1
     assert "paramiko" in ssh.stderr  # it says what is missing
+    assert "idna" in ssh.stderr  # and that a server's name could not be resolved
+
+
+def test_a_copy_without_network_files_cannot_resolve_a_server(tree: Path, tmp_path: Path) -> None:
+    copy = copy_leaving_out(tree, tmp_path, ("network.files",))
+    ssh = frozen(copy, "self-test", "--ssh")
+    assert ssh.returncode == 1
+    assert "idna" in ssh.stderr and "paramiko" not in ssh.stderr
 
 
 def test_runs_in_a_chroot_of_the_tree_and_needs_libs_only(tree: Path, tmp_path: Path) -> None:
@@ -150,7 +189,7 @@ def test_run_captures_and_hooks_get_the_system_libraries(tree: Path, tmp_path: P
     neither the bootloader's LD_LIBRARY_PATH (it would load the tree's libz)
     nor its _PYI_* variables, and can run the agent again."""
     core = core_61()
-    copy = copy_leaving_out(tree, tmp_path / "image", ("ssh.files", "snappy.files"))
+    copy = copy_leaving_out(tree, tmp_path / "image", LOCAL_IMAGE_LEAVES_OUT)
     sysroot = tmp_path / "sysroot"
     (sysroot / "var" / "crash").mkdir(parents=True)
     hook = tmp_path / "pre.sh"
