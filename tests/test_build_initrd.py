@@ -231,5 +231,13 @@ def test_a_real_local_image_leaves_out_what_only_other_targets_need(tmp_path: Pa
     listing = _lsinitrd(image.path)
     assert "usr/lib/kdump-capture/kdump-capture-agent" in listing
     assert "lib-dynload/math." in listing  # the standard library's extensions are there
+    # THP off and no watermark boost before the agent starts (min_free_kbytes
+    # 3815 -> 1109 at crashkernel=128M)
+    modes = {line.split()[-1]: line.split()[0] for line in listing.splitlines() if line.strip()}
+    assert modes["usr/lib/kdump-capture/memory.sh"] == "-rwxr-xr-x"
+    unit = _lsinitrd(image.path, "-f", "usr/lib/systemd/system/kdump-capture.service")
+    assert "ExecStartPre=-/usr/lib/kdump-capture/memory.sh" in unit.splitlines()
+    script = _lsinitrd(image.path, "-f", "usr/lib/kdump-capture/memory.sh")
+    assert "transparent_hugepage/enabled" in script and "watermark_boost_factor" in script
     for left_out in ("unicodedata", "/paramiko/", "/cryptography/", "/cramjam/"):
         assert left_out not in listing, left_out

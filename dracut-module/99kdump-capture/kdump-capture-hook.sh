@@ -13,6 +13,7 @@ if [ -e /proc/vmcore ] && [ ! -e /run/kdump-capture.ran ]; then
 fi
 if [ -n "$_kdump_capture_now" ]; then
     : > /run/kdump-capture.ran
+    /usr/lib/kdump-capture/memory.sh
     /usr/lib/kdump-capture/kdump-capture-agent run \
         || warn "kdump-capture: the agent exited with $?"
     # still here and not switching root: the agent could not act

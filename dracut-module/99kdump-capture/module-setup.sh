@@ -81,6 +81,7 @@ install() {
     [[ -s $KDUMP_CAPTURE_PLAN/known_hosts ]] \
         && inst_simple "$KDUMP_CAPTURE_PLAN/known_hosts" /etc/kdump/known_hosts
     inst_script "$moddir/kdump-capture-failure.sh" /usr/lib/kdump-capture/failure.sh
+    inst_script "$moddir/kdump-capture-memory.sh" /usr/lib/kdump-capture/memory.sh
     # hooks, hook directories, extra_bins, the target's and actions' tools
     local _file
     while IFS= read -r _file; do

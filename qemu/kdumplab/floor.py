@@ -285,15 +285,16 @@ def _next_pass(trials: list[Trial], grid: tuple[int, ...], above: int) -> int:
     return next((i for i in range(above + 1, len(grid)) if grid[i] in passed), len(grid))
 
 
-def measure(name: str, image: Path, config: Path, memory_mb: int, out_root: Path,
-            kind: Kind, grid: tuple[int, ...] = GRID_MB) -> Floor:  # fmt: skip
-    """Bisect ``image``'s floor; every run's directory stays under out_root."""
+def measure(name: str, image: Path, config: Path, memory_mb: int, out_root: Path, kind: Kind,
+            grid: tuple[int, ...] = GRID_MB, timeout: float = 600) -> Floor:  # fmt: skip
+    """Bisect ``image``'s floor; every run's directory stays under out_root
+    (``timeout``: seconds a run may take; one that thrashes takes them all)."""
     counter = iter(range(1, 100))
 
     def run_at(size: int) -> Trial:
         out = out_root / name / f"{next(counter):02d}-{size}M"
         log(f"{name}: crashkernel={size}M, {memory_mb} MiB guest")
-        result = trial(image, config, size, memory_mb, out, kind)
+        result = trial(image, config, size, memory_mb, out, kind, timeout)
         log(f"{name}: {size}M -> {'pass' if result.ok else 'FAIL'} ({result.why})")
         return result
 

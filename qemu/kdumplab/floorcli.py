@@ -31,6 +31,8 @@ def add_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    "disk drivers and --nofscks of ours")  # fmt: skip
     f.add_argument("--memory", type=int, default=4096)
     f.add_argument("--grid", help="comma list of MiB (default " + ",".join(map(str, GRID_MB)) + ")")
+    f.add_argument("--timeout", type=float, default=600,
+                   help="seconds one run may take (default %(default)s)")  # fmt: skip
     f.add_argument("--out", help="output directory (default under the cache)")
 
 
@@ -56,6 +58,6 @@ def run(a: argparse.Namespace) -> int | None:
         image = Path(a.image).resolve()
     grid = tuple(int(x) for x in a.grid.split(",")) if a.grid else GRID_MB
     name = a.image if a.image in ("ours", "reference") else image.stem
-    found = measure(name, image, config, a.memory, out, kind, grid)
+    found = measure(name, image, config, a.memory, out, kind, grid, a.timeout)
     print(json.dumps(asdict(found), indent=2))
     return 0 if found.floor_mb is not None else 1
