@@ -132,9 +132,10 @@ def test_fedora_files_on_the_server(
     manifest = manifest_of(directory)
     assert manifest["status"] == "complete"
     assert manifest["target"] == {"kind": "ssh", "where": f"ssh root@{ALIAS} at {dumps}"}
-    assert (directory / "kexec-dmesg.log").read_text().splitlines()[-1].endswith(
-        "kdump-capture: action: poweroff"
-    )
+    run_log = (directory / "kexec-dmesg.log").read_text()
+    assert run_log.splitlines()[-1].endswith("kdump-capture: action: poweroff")
+    # Hashed where the files are, not read back over the network.
+    assert f"{dump_name}: sha256 by the server's sha256sum" in run_log
 
 
 def test_crash_opens_the_dump_written_over_sftp(tmp_path: Path, server: Server) -> None:
@@ -164,7 +165,8 @@ def test_sftp_only_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert (result.status, result.action) == (0, Action.POWEROFF)
     directory = only_dump_dir(dumps)
     assert (directory / "vmcore").read_bytes() == reference(tmp_path, core, "-l", "-d", "31")
-    check_manifest_against_files(directory)
+    check_manifest_against_files(directory)  # read back over SFTP: no command runs there
+    assert "vmcore: no sha256sum on the server" in (directory / "kexec-dmesg.log").read_text()
 
 
 def test_unknown_host_key_sends_nothing(tmp_path: Path, server: Server,

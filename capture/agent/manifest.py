@@ -14,7 +14,6 @@ notes, and ``attempts``: each target tried, what happened and why), with
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -25,7 +24,7 @@ from typing import Any, NamedTuple
 from capture import __version__
 from capture.errors import CaptureError
 
-__all__ = ("Attempt", "Manifest", "Sha256Sink")
+__all__ = ("Attempt", "Manifest")
 
 log = logging.getLogger("capture")
 
@@ -135,29 +134,6 @@ class Manifest:
             except (OSError, CaptureError) as error:
                 log.warning("%s cannot be saved there any more: %s", MANIFEST, error)
                 self._places.remove(place)
-
-
-class Sha256Sink:
-    """Hashes bytes as they stream by (for files written front to back)."""
-
-    def __init__(self) -> None:
-        self._hash = hashlib.sha256()
-        self.size = 0
-
-    def update(self, data: bytes) -> None:
-        self._hash.update(data)
-        self.size += len(data)
-
-    def hexdigest(self) -> str:
-        return self._hash.hexdigest()
-
-
-def sha256_of(read: Callable[[int], bytes]) -> tuple[int, str]:
-    """Size and sha256 of what ``read`` returns until it returns nothing."""
-    digest = Sha256Sink()
-    while chunk := read(1 << 20):
-        digest.update(chunk)
-    return digest.size, digest.hexdigest()
 
 
 def _iso(seconds: float) -> str:

@@ -53,7 +53,6 @@ from capture.agent.manifest import (
     MANIFEST,
     Attempt,
     Manifest,
-    sha256_of,
 )
 from capture.agent.runlog import RunLog
 from capture.agent.space import (
@@ -547,8 +546,8 @@ class _Run:
 
     def _record_file(self, name: str, status: str = COMPLETE) -> None:
         assert self.dump_dir is not None
-        read = self.dump_dir.read_back(name)
-        size, digest = sha256_of(read) if read is not None else (0, None)
+        facts = self.dump_dir.sha256(name)
+        size, digest = facts if facts is not None else (0, None)
         self.manifest.file(name, status, size, digest)
 
     def _wait(self, seconds: float) -> bool:

@@ -12,6 +12,7 @@ from its start): a vmcore holds every secret the machine had in memory.
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable
 from typing import NamedTuple, Protocol
@@ -28,6 +29,7 @@ __all__ = (
     "TargetError",
     "Waiting",
     "new_directory",
+    "sha256_of",
 )
 
 LOCAL_ADDRESS = "127.0.0.1"
@@ -66,10 +68,20 @@ class DumpDir(Protocol):
         only a whole file ever gets its final name."""
         ...
 
-    def read_back(self, name: str) -> Callable[[int], bytes] | None:
-        """A reader of ``name``'s bytes in order (for checksums), or None
-        when the target cannot read back."""
+    def sha256(self, name: str) -> tuple[int, str] | None:
+        """Size and sha256 of ``name`` as the target holds it, for the
+        manifest: read back after the sync, so it also checks what reached
+        the disk. None when the target cannot read it back."""
         ...
+
+
+def sha256_of(read: Callable[[int], bytes]) -> tuple[int, str]:
+    """Size and sha256 of what ``read`` returns until it returns nothing."""
+    digest, size = hashlib.sha256(), 0
+    while chunk := read(1 << 20):
+        digest.update(chunk)
+        size += len(chunk)
+    return size, digest.hexdigest()
 
 
 class DumpEntry(NamedTuple):

@@ -16,10 +16,16 @@ import logging
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
 
 from capture.agent.config import DeviceBy, FilesystemTarget
-from capture.agent.targets import LOCAL_ADDRESS, DumpEntry, TargetError, Waiting, new_directory
+from capture.agent.targets import (
+    LOCAL_ADDRESS,
+    DumpEntry,
+    TargetError,
+    Waiting,
+    new_directory,
+    sha256_of,
+)
 from capture.agent.targets.devices import wait_for_device
 from capture.dumpfile.sink import FileSink
 
@@ -35,7 +41,6 @@ __all__ = (
 log = logging.getLogger("capture")
 
 DEFAULT_MOUNT_ROOT = "/kdumproot"
-_READ_BACK_BYTES = 1 << 20
 _MOUNT_SECONDS = 60
 
 
@@ -72,16 +77,9 @@ class LocalDumpDir:
         os.rename(os.path.join(self._path, temporary), os.path.join(self._path, final))
         _sync_directory(self._path)
 
-    def read_back(self, name: str) -> Callable[[int], bytes] | None:
-        file = open(os.path.join(self._path, name), "rb")  # noqa: SIM115 - closed at its end
-
-        def read(size: int) -> bytes:
-            data = file.read(min(size, _READ_BACK_BYTES))
-            if not data:
-                file.close()
-            return data
-
-        return read
+    def sha256(self, name: str) -> tuple[int, str] | None:
+        with open(os.path.join(self._path, name), "rb") as file:
+            return sha256_of(file.read)
 
 
 class DirectoryTarget:

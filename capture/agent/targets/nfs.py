@@ -261,9 +261,9 @@ class NfsDumpDir(LocalDumpDir):
         rename = partial(LocalDumpDir.publish, self, temporary, final)
         self._server.guard(f"rename {temporary}", rename)
 
-    def read_back(self, name: str) -> Callable[[int], bytes] | None:
+    def sha256(self, name: str) -> tuple[int, str] | None:
         self._server.check()
-        return super().read_back(name)
+        return super().sha256(name)
 
 
 class NfsExportTarget(DirectoryTarget):

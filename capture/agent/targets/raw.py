@@ -30,7 +30,6 @@ import stat
 import struct
 import subprocess
 import time
-from collections.abc import Callable
 from typing import NamedTuple
 
 from capture.agent.config import Device, DeviceBy, RawTarget
@@ -438,7 +437,7 @@ class RawDumpDir:
         stream.finish()
         self._files = {final: stream}
 
-    def read_back(self, name: str) -> Callable[[int], bytes] | None:
+    def sha256(self, name: str) -> tuple[int, str] | None:
         """The device holds records, not the file: nothing to read back."""
         return None
 
@@ -651,4 +650,3 @@ def _clear_header(node: str) -> None:
             raise CaptureError(f"{node}: the dump's header could not be cleared")
     finally:
         os.close(fd)
-

@@ -42,18 +42,19 @@ from __future__ import annotations
 import errno
 import logging
 import os
+import re
+import shlex
 import socket
 import stat
 import struct
 from collections import OrderedDict, deque
-from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import paramiko
 from paramiko import sftp as protocol
 
 from capture.agent.config import SshTarget
-from capture.agent.targets import DumpEntry, TargetError, Waiting
+from capture.agent.targets import DumpEntry, TargetError, Waiting, sha256_of
 from capture.agent.targets.retry import with_backoff
 from capture.dumpfile.sink import FlattenedSink, NoSpaceError
 
@@ -87,6 +88,9 @@ _HANDSHAKE_SECONDS = 30.0
 _DUMP_NAMES = {"vmcore", "vmcore.flat", "vmcore-incomplete", "vmcore-dmesg.txt"}
 _KEEPALIVE_SECONDS = 15
 _ANSWER_SECONDS = 120.0
+_HASH_BYTES_PER_SECOND = 50e6
+"""The slowest sha256sum on a server we wait for (a loaded one, a slow disk)."""
+_SHA256SUM_LINE = re.compile(rb"([0-9a-f]{64}) [ *](.*)\n")
 """An answer that takes longer means a dead connection: reconnect and resume."""
 _SIGNATURES = {"ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa")}
 _DROPPED = (OSError, EOFError, paramiko.SSHException)
@@ -616,6 +620,30 @@ class _Session:
     def free_bytes(self, path: str) -> int | None:
         return free_bytes(self.client, path)
 
+    def server_sha256(self, path: str, seconds: float) -> str | None:
+        """``sha256sum`` of ``path`` run on the server; None where there is no
+        shell or command (ForceCommand internal-sftp answers the command with
+        an SFTP server, which ends when its input does), or it fails."""
+        command = f"sha256sum -b -- {shlex.quote(path)}"
+        try:
+            channel = self.client.get_channel().get_transport().open_session(timeout=30)
+            with channel:
+                channel.settimeout(seconds)
+                channel.exec_command(command)
+                channel.shutdown_write()
+                output = b""
+                while len(output) <= 4096 and (chunk := channel.recv(4096)):
+                    output += chunk
+                status = channel.recv_exit_status()
+        except _DROPPED as error:  # socket.timeout too: an OSError
+            log.info("%s: no sha256sum on the server (%s): reading it back", path, error)
+            return None
+        line = _SHA256SUM_LINE.fullmatch(output)
+        if status != 0 or line is None or line[2] != path.encode():
+            log.info("%s: no sha256sum on the server (exit %d): reading it back", path, status)
+            return None
+        return line[1].decode()
+
     def where(self, path: str) -> str:
         return f"{self._endpoint.user}@{self._endpoint.alias}:{path}"
 
@@ -676,10 +704,19 @@ class SftpDumpDir:
                 raise TargetError(f"{self.where}: cannot rename {temporary} to {final}: "
                                   f"{error}") from None  # fmt: skip
 
-    def read_back(self, name: str) -> Callable[[int], bytes] | None:
+    def sha256(self, name: str) -> tuple[int, str] | None:
+        """The server's own sha256sum where it has a shell: reading a dump
+        back over the network took as long as writing it. Else (an sftp-only
+        server, no sha256sum) it is read back."""
+        path = self._join(name)
         try:
-            return _RemoteReader(self._session.client, self._join(name)).read
-        except _DROPPED as error:
+            size = self._session.client.stat(path).st_size or 0
+            digest = self._session.server_sha256(path, 60 + size / _HASH_BYTES_PER_SECOND)
+            if digest is not None:
+                log.info("%s: sha256 by the server's sha256sum", name)
+                return size, digest
+            return sha256_of(_RemoteReader(self._session.client, path).read)
+        except (*_DROPPED, TargetError) as error:
             log.warning("%s/%s cannot be read back: %s", self.where, name, error)
             return None
 
