@@ -34,8 +34,9 @@ SSH_MODULES = (
 )  # fmt: skip
 """What only an ssh target loads: a tree without its SSH part lacks them."""
 
-_OPTIONAL_MODULES = ("cramjam",)
-"""Imported lazily when present (snappy): missing is no failure."""
+_OPTIONAL_MODULES = ("cramjam", "capture.dumpfile._zstd")
+"""Imported lazily when present (snappy; our zstd binding, which the frozen
+agent leaves out for zstandard): missing is no failure."""
 
 _REQUIRED_CODECS = ("lzo", "zlib", "zstd")
 _PAGE_SIZE = 4096

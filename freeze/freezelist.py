@@ -47,6 +47,10 @@ EXCLUDES = [
     "invoke",
     # zstandard's cffi backend duplicates the C one and would pull cffi into the core.
     "zstandard.backend_cffi",
+    # Our zstd batch binding would bring the system's libzstd (0.75 MiB) beside
+    # zstandard's own copy, which the agent needs to read zstd back; a capture
+    # kernel has one CPU, where the binding's gain (threads that pay) is small.
+    "capture.dumpfile._zstd",
     # ProcessPoolExecutor's machinery: compression threads are threads.
     "multiprocessing", "_multiprocessing", "_posixshmem",
     # OpenSSL (libcrypto, libssl): hashlib has built-in sha256/md5/sha1/sha512, and
