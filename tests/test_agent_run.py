@@ -231,6 +231,27 @@ def test_shell_then_the_final_action(tmp_path: Path) -> None:
     assert (result.status, result.action) == (1, Action.POWEROFF)
 
 
+def test_dump_to_rootfs_is_named_then_the_final_action(tmp_path: Path) -> None:
+    """failure_action dump_to_rootfs: named in the run's log as every action
+    is, the dump saved onto the root filesystem, then the final action."""
+    actions = RecordingActions(out=None, newroot=str(tmp_path / "sysroot"))
+    (tmp_path / "sysroot").mkdir()
+    config = write_config(tmp_path, "ext4 LABEL=no-such-label-kdc\n"
+                          "failure_action dump_to_rootfs\nfinal_action poweroff\n"
+                          "core_collector makedumpfile -l -d 31\n")  # fmt: skip
+    env = RunEnvironment(actions=actions, vmcore=str(core_61().vmcore),
+                         mount_root=str(tmp_path / "mnt"), sleep=lambda seconds: None)  # fmt: skip
+    result = run_capture(load_config(str(config)), env)
+    assert actions.performed == [Action.POWEROFF]
+    assert (result.status, result.action) == (0, Action.POWEROFF)
+    [directory] = (tmp_path / "sysroot/var/crash").iterdir()
+    assert (directory / "vmcore").exists()
+    lines = (directory / "kexec-dmesg.log").read_text().splitlines()
+    named = [at for at, line in enumerate(lines) if "kdump-capture: action: " in line]
+    assert [lines[at].rpartition(" ")[2] for at in named] == ["dump_to_rootfs", "poweroff"]
+    assert named[-1] == len(lines) - 1
+
+
 def test_raw_target_then_save_raw(tmp_path: Path) -> None:
     """raw: the flattened stream on the device, then save-raw on the next boot
     gives makedumpfile's file; a second save-raw extracts nothing."""

@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, NamedTuple, TextIO
 
-from capture.agent.actions import Actions
+from capture.agent.actions import Actions, action_line
 from capture.agent.collector import EngineCollector, ExternalCollector, collector_for
 from capture.agent.config import (
     Action,
@@ -474,6 +474,7 @@ class _Run:
         filesystem (Fedora: no hooks again), then the final action."""
         from capture.agent.targets.local import LocalTarget
 
+        log.info("%s", action_line(Action.DUMP_TO_ROOTFS))  # named as every action is
         root = self.env.actions.mount_root()
         if root is None:
             log.error("dump_to_rootfs: the root filesystem cannot be mounted")
