@@ -308,6 +308,18 @@ def default_out() -> Path:
     return cache_dir() / "floor" / time.strftime("%Y%m%d-%H%M%S")
 
 
+MEMWATCH = Path(__file__).resolve().parent / "memwatch.sh"
+
+
+def with_memwatch(config: Path, directory: Path) -> Path:
+    """``config`` plus a kdump_pre hook that logs the capture kernel's memory
+    to the console (memwatch.sh): where the memory goes at a size that fails."""
+    directory.mkdir(parents=True, exist_ok=True)
+    watched = directory / f"{config.stem}-memwatch.conf"
+    watched.write_text(config.read_text() + f"kdump_pre {MEMWATCH}\n")
+    return watched
+
+
 def local_config(directory: Path) -> Path:
     directory.mkdir(parents=True, exist_ok=True)
     config = directory / "local.conf"

@@ -9,7 +9,16 @@ from dataclasses import asdict
 from pathlib import Path
 
 from .drivers import format_rows, run_disks
-from .floor import GRID_MB, Kind, default_out, local_config, measure, our_image, reference_image
+from .floor import (
+    GRID_MB,
+    Kind,
+    default_out,
+    local_config,
+    measure,
+    our_image,
+    reference_image,
+    with_memwatch,
+)
 from .kernels import get_kernel
 from .vm import DISK_DEVICES
 
@@ -31,6 +40,9 @@ def add_subcommands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    "disk drivers and --nofscks of ours")  # fmt: skip
     f.add_argument("--memory", type=int, default=4096)
     f.add_argument("--grid", help="comma list of MiB (default " + ",".join(map(str, GRID_MB)) + ")")
+    f.add_argument("--memwatch", action="store_true",
+                   help="ours: a kdump_pre hook logs meminfo, RSS and slab to the console "
+                   "every 2 s (kdumplab/memwatch.sh)")  # fmt: skip
     f.add_argument("--timeout", type=float, default=600,
                    help="seconds one run may take (default %(default)s)")  # fmt: skip
     f.add_argument("--out", help="output directory (default under the cache)")
@@ -42,6 +54,8 @@ def run(a: argparse.Namespace) -> int | None:
         return None
     out = Path(a.out).resolve() if a.out else default_out()
     config = Path(a.config).resolve() if a.config else local_config(out)
+    if a.cmd == "floor" and a.memwatch:
+        config = with_memwatch(config, out)
     kern = get_kernel("6.1")
     if a.cmd == "drivers":
         image = Path(a.initrd).resolve() if a.initrd else our_image(kern, config, out / "ours.img")
