@@ -88,10 +88,11 @@ _HANDSHAKE_SECONDS = 30.0
 _DUMP_NAMES = {"vmcore", "vmcore.flat", "vmcore-incomplete", "vmcore-dmesg.txt"}
 _KEEPALIVE_SECONDS = 15
 _ANSWER_SECONDS = 120.0
+"""An answer that takes longer means a dead connection: reconnect and resume."""
 _HASH_BYTES_PER_SECOND = 50e6
 """The slowest sha256sum on a server we wait for (a loaded one, a slow disk)."""
 _SHA256SUM_LINE = re.compile(rb"([0-9a-f]{64}) [ *](.*)\n")
-"""An answer that takes longer means a dead connection: reconnect and resume."""
+"""sha256sum's line for one file: the digest, a space, the mode mark, the name."""
 _SIGNATURES = {"ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa")}
 _DROPPED = (OSError, EOFError, paramiko.SSHException)
 """What a lost connection raises from paramiko (a socket error, EOF, its own)."""
