@@ -20,6 +20,7 @@ from capture.agent import config
 from capture.agent.actions import (
     ACTIONS,
     FOLLOWED_BY_FINAL_ACTION,
+    HAND_OVER,
     RB_AUTOBOOT,
     RB_HALT_SYSTEM,
     RB_POWER_OFF,
@@ -49,6 +50,7 @@ class FakeMachine:
         command_status: int | Exception = 0,
         reboot_error: OSError | None = None,
         stopped_by_sleep: bool = False,
+        exec_error: OSError | None = None,
     ) -> None:
         self.calls: list[tuple[object, ...]] = []
         self.systemd = systemd
@@ -58,6 +60,7 @@ class FakeMachine:
         self.command_status = command_status
         self.reboot_error = reboot_error
         self.stopped_by_sleep = stopped_by_sleep
+        self.exec_error = exec_error
         self.sleeps = 0
 
     def machine(self, interactive: object = None) -> Machine:
@@ -92,6 +95,8 @@ class FakeMachine:
 
     def execv(self, path: str, argv: Sequence[str]) -> None:
         self.calls.append(("execv", *argv))
+        if self.exec_error is not None:
+            raise self.exec_error
         raise Stopped  # exec does not come back
 
     def sleep(self, seconds: float) -> None:
@@ -128,7 +133,8 @@ def test_the_line_names_the_action() -> None:
 def test_every_action_ends_in_its_line_and_never_raises(
     action: Action, caplog: pytest.LogCaptureFixture
 ) -> None:
-    fake = FakeMachine(stopped_by_sleep=False)
+    # An exec that fails: the one way a fake machine's power-off returns.
+    fake = FakeMachine(stopped_by_sleep=False, exec_error=OSError(8, "Exec format error"))
     seen: list[str] = []
     with caplog.at_level(logging.INFO, logger="capture"):
         actions(fake).perform(action, before_acting=lambda: seen.append(caplog.messages[-1]))
@@ -173,13 +179,14 @@ def test_the_recorder_takes_the_sysroot_as_it_is(tmp_path: Path) -> None:
         (Action.POWEROFF, "poweroff", RB_POWER_OFF),
     ],
 )
-def test_under_systemd_sync_then_a_forced_systemctl(
+def test_under_systemd_sync_then_a_shell_in_our_place(
     action: Action, verb: str, command: int
 ) -> None:
-    fake = FakeMachine(stopped_by_sleep=True)
-    with pytest.raises(Stopped):  # systemd ends us while we wait
+    """The agent's memory goes with the exec, before systemd's shutdown."""
+    fake = FakeMachine()
+    with pytest.raises(Stopped):  # the exec does not come back
         actions(fake).perform(action)
-    assert fake.calls == [("sync",), ("run", "systemctl", verb, "-f"), ("sleep", 30.0)]
+    assert fake.calls == [("sync",), ("execv", "sh", "-c", HAND_OVER, "sh", verb, "30")]
 
 
 @pytest.mark.parametrize(
@@ -192,22 +199,32 @@ def test_without_systemd_sync_then_reboot_2_with_its_command(action: Action, com
     assert fake.calls == [("sync",), ("reboot", command)]
 
 
-def test_still_up_after_systemctl_means_reboot_2(caplog: pytest.LogCaptureFixture) -> None:
-    fake = FakeMachine()
-    actions(fake, settle=5).perform(Action.POWEROFF)
-    assert fake.calls == [
-        ("sync",), ("run", "systemctl", "poweroff", "-f"), ("sleep", 5), ("reboot", RB_POWER_OFF),
-    ]  # fmt: skip
-    assert "still up 5s after systemctl poweroff -f" in caplog.text
+@pytest.mark.parametrize("forced_status", [0, 1], ids=["systemd-still-up", "systemctl-fails"])
+def test_the_shell_forces_harder_when_systemctl_does_not_end_it(
+    tmp_path: Path, forced_status: int
+) -> None:
+    """The hand-over shell run for real, with a systemctl that records its
+    arguments: -ff (reboot(2) at once) after the settle time, or at once when
+    the forced systemctl fails."""
+    calls = tmp_path / "calls"
+    systemctl = tmp_path / "systemctl"
+    systemctl.write_text(f'#!/bin/sh\necho "$*" >> {calls}\n'
+                         f'[ "$2" = -f ] && exit {forced_status}\nexit 0\n')  # fmt: skip
+    systemctl.chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}"}
+    subprocess.run(["/bin/sh", "-c", HAND_OVER, "sh", "poweroff", "0"], env=env, check=True)
+    assert calls.read_text() == "poweroff -f\npoweroff -ff\n"
 
 
-@pytest.mark.parametrize(
-    "failure", [1, OSError(2, "No such file or directory"), subprocess.TimeoutExpired("x", 30)]
-)
-def test_a_failing_systemctl_falls_back_to_reboot_2_at_once(failure: int | Exception) -> None:
-    fake = FakeMachine(command_status=failure)
+def test_a_shell_that_cannot_be_exec_ed_means_reboot_2_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    fake = FakeMachine(exec_error=OSError(2, "No such file or directory"))
     actions(fake).perform(Action.REBOOT)
-    assert fake.calls == [("sync",), ("run", "systemctl", "reboot", "-f"), ("reboot", RB_AUTOBOOT)]
+    assert fake.calls == [
+        ("sync",), ("execv", "sh", "-c", HAND_OVER, "sh", "reboot", "30"), ("reboot", RB_AUTOBOOT),
+    ]  # fmt: skip
+    assert "exec /bin/sh for systemctl reboot -f failed" in caplog.text
 
 
 def test_a_failing_reboot_2_is_said_not_raised(caplog: pytest.LogCaptureFixture) -> None:
@@ -288,20 +305,20 @@ def test_boot_under_systemd_mounts_the_root_first() -> None:
 
 def test_boot_reboots_when_the_root_never_mounts(caplog: pytest.LogCaptureFixture) -> None:
     fake = FakeMachine(mounted_after=None)
-    actions(fake).perform(Action.BOOT)
-    assert fake.calls[-4:] == [
-        ("sync",), ("run", "systemctl", "reboot", "-f"), ("sleep", 30.0), ("reboot", RB_AUTOBOOT),
-    ]  # fmt: skip
+    with pytest.raises(Stopped):
+        actions(fake).perform(Action.BOOT)
+    assert fake.calls[-2:] == [("sync",), ("execv", "sh", "-c", HAND_OVER, "sh", "reboot", "30")]
     assert not [call for call in fake.calls if "isolate" in call]
     assert "the root filesystem cannot be mounted; rebooting instead" in caplog.text
 
 
 def test_boot_reboots_when_systemd_does_not_switch(caplog: pytest.LogCaptureFixture) -> None:
     fake = FakeMachine(command_status=1)
-    actions(fake).perform(Action.BOOT)
+    with pytest.raises(Stopped):
+        actions(fake).perform(Action.BOOT)
     assert fake.calls == [
         ("run", "systemctl", "--no-block", "isolate", "initrd-switch-root.target"),
-        ("sync",), ("run", "systemctl", "reboot", "-f"), ("reboot", RB_AUTOBOOT),
+        ("sync",), ("execv", "sh", "-c", HAND_OVER, "sh", "reboot", "30"),
     ]  # fmt: skip
 
 

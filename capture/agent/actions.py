@@ -39,6 +39,7 @@ from capture.agent.config import FAILURE_ACTIONS, Action
 __all__ = (
     "ACTIONS",
     "FOLLOWED_BY_FINAL_ACTION",
+    "HAND_OVER",
     "NEWROOT",
     "RB_AUTOBOOT",
     "RB_HALT_SYSTEM",
@@ -74,6 +75,14 @@ service off, so ``boot`` does it itself."""
 
 _COMMAND_SECONDS = 30.0
 """How long a systemctl or mount may take before it is given up."""
+
+HAND_OVER = 'systemctl "$1" -f || exec systemctl "$1" -ff; sleep "$2"; exec systemctl "$1" -ff'
+"""What takes reboot, halt or poweroff under systemd, exec'ed in the agent's
+place (``sh -c HAND_OVER sh VERB SETTLE``) so that a dump's heap is freed
+first: at crashkernel=128M the agent still holding it was OOM-killed during
+systemd-shutdown's mlockall. The forced systemctl; if it fails, or systemd
+has not ended the shell SETTLE seconds later, ``systemctl -ff``, which calls
+reboot(2) at once."""
 
 _SHELL_PROMPT = "kdump:${PWD}# "  # Fedora's prompt: users' notes show it
 
@@ -201,6 +210,9 @@ def _mark_acting() -> None:
 
 
 def _exec(path: str, argv: Sequence[str]) -> None:
+    for stream in (sys.stdout, sys.stderr):  # exec drops what Python still buffers
+        with contextlib.suppress(Exception):
+            stream.flush()
     os.execv(path, list(argv))
 
 
@@ -281,11 +293,13 @@ def _ignoring_interrupts() -> Iterator[None]:
 class SystemActions:
     """The actions as the capture kernel takes them.
 
-    * ``reboot``, ``halt``, ``poweroff``: sync, then under systemd
-      ``systemctl reboot -f`` (``halt -f``, ``poweroff -f``: Fedora's forced
-      ones, which kill every process and unmount without stopping units one by
-      one). Without systemd, or when systemctl fails or the machine is still
-      up ``settle`` seconds later, reboot(2) itself (RB_AUTOBOOT,
+    * ``reboot``, ``halt``, ``poweroff``: sync, then under systemd a shell
+      exec'ed in the agent's place runs ``systemctl reboot -f`` (``halt -f``,
+      ``poweroff -f``: Fedora's forced ones, which kill every process and
+      unmount without stopping units one by one), and ``systemctl reboot -ff``
+      (reboot(2) at once) when that fails or the machine is still up
+      ``settle`` seconds later (:data:`HAND_OVER`). Without systemd, or when
+      the shell cannot be exec'ed, reboot(2) itself (RB_AUTOBOOT,
       RB_HALT_SYSTEM, RB_POWER_OFF).
     * ``shell``: ``/bin/sh -i -l`` on the console with Fedora's ``kdump:`` prompt,
       without a time limit; returns when it exits (the final action is next).
@@ -341,9 +355,13 @@ class SystemActions:
     def _power_off(self, verb: str, command: int) -> None:
         _flush_logs()
         self._sync()
-        if self.machine.systemd and self._command("systemctl", verb, "-f"):
-            self.machine.sleep(self.settle)  # systemd ends us meanwhile
-            log.error("still up %gs after systemctl %s -f: calling reboot(2)", self.settle, verb)
+        if self.machine.systemd:
+            argv = ["sh", "-c", HAND_OVER, "sh", verb, f"{self.settle:g}"]
+            try:
+                self.machine.execv("/bin/sh", argv)
+            except OSError as error:
+                log.error("exec /bin/sh for systemctl %s -f failed (%s): calling reboot(2)",
+                          verb, error)  # fmt: skip
         _flush_logs()
         try:
             self.machine.reboot(command)
