@@ -152,8 +152,12 @@ class VmResult:
     stderr: str
 
 
-def run_vm(spec: VmSpec, timeout: float) -> VmResult:
-    """Boot the guest and wait for QEMU to exit (poweroff/reboot) or time out."""
+def run_vm(spec: VmSpec, timeout: float, done: tuple[str, float] | None = None) -> VmResult:
+    """Boot the guest and wait for QEMU to exit (poweroff/reboot) or time out.
+
+    ``done`` = (marker, grace): once the console shows ``marker``, the guest
+    has done its work, and it is stopped if it has not exited ``grace``
+    seconds later (not counted as a time-out)."""
     spec.console.unlink(missing_ok=True)
     if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGHUP):
@@ -175,7 +179,7 @@ def run_vm(spec: VmSpec, timeout: float) -> VmResult:
         _LIVE.add(proc.pid)
         timed_out = False
         try:
-            proc.wait(timeout=timeout)
+            _wait(proc, spec.console, timeout, done)
         except subprocess.TimeoutExpired:
             timed_out = True
         finally:
@@ -188,6 +192,24 @@ def run_vm(spec: VmSpec, timeout: float) -> VmResult:
         time.monotonic() - start,
         errfile.read_text(errors="replace"),
     )
+
+
+def _wait(proc: subprocess.Popen[bytes], console: Path, timeout: float,
+          done: tuple[str, float] | None) -> None:  # fmt: skip
+    """proc.wait(timeout), ending early ``done``'s grace after its marker."""
+    if done is None:
+        proc.wait(timeout=timeout)
+        return
+    marker, grace = done
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None:
+        if time.monotonic() > deadline:
+            raise subprocess.TimeoutExpired(proc.args, timeout)
+        if console.exists() and marker in console.read_text(errors="replace"):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=min(grace, max(0.0, deadline - time.monotonic())))
+            return
+        time.sleep(1)
 
 
 def console_tail(console: Path, lines: int = 20) -> str:
