@@ -53,7 +53,7 @@ read."""
 _WORKER_BATCH_PAGES = 256
 """A compression worker's batch: handing a batch to a thread and back costs
 about as much as compressing 64 pages with zstd, so 64-page batches kept two
-threads at 0.75x of one (-z -d 0 of a 2 GB vmcore), 256-page ones at 0.6x."""
+threads at 0.75x of one (-z -d 0 of a 2 GB vmcore), 256-page ones at 0.70x."""
 _UTS_FIELD = 65
 
 
