@@ -71,11 +71,7 @@ def _zlib(page_size: int) -> StorePages:
         each: _CompressEach = lambda pages: list(map(compress, pages, repeat(1)))  # noqa: E731
         return _store_each(each, page_size)
 
-    def store(runs: Sequence[Buffer]) -> tuple[list[bytes], list[int]]:
-        data, sizes = zlib_compress_pages(runs, page_size, 1)
-        return [data], sizes
-
-    return store
+    return _batched(zlib_compress_pages, page_size, 1)
 
 
 def _zstd(page_size: int) -> StorePages:
@@ -86,11 +82,7 @@ def _zstd(page_size: int) -> StorePages:
     except ImportError:  # built without libzstd-dev: zstandard's batch call
         return _zstandard(page_size)
 
-    def store(runs: Sequence[Buffer]) -> tuple[list[bytes], list[int]]:
-        data, sizes = compress_pages(runs, page_size, 1)
-        return [data], sizes
-
-    return store
+    return _batched(compress_pages, page_size, 1)
 
 
 def _zstandard(page_size: int) -> StorePages:
@@ -119,13 +111,7 @@ def _lzo(page_size: int) -> StorePages:
             "the lzo codec needs capture's _lzo extension, built with liblzo2-dev "
             "(apt install gcc liblzo2-dev, then reinstall kdump-capture)"
         ) from None
-    compress_pages = _lzo.compress_pages
-
-    def store(runs: Sequence[Buffer]) -> tuple[list[bytes], list[int]]:
-        data, sizes = compress_pages(runs, page_size)
-        return [data], sizes
-
-    return store
+    return _batched(_lzo.compress_pages, page_size)
 
 
 def _snappy(page_size: int) -> StorePages:
@@ -142,6 +128,17 @@ def _snappy(page_size: int) -> StorePages:
 def _none(page_size: int) -> StorePages:
     # bytes() copies a memoryview, so a page kept does not pin the whole read it came from.
     return lambda runs: (list(map(bytes, runs)), [page_size] * (sum(map(len, runs)) // page_size))
+
+
+def _batched(compress: Callable[..., tuple[bytes, list[int]]], *arguments: int) -> StorePages:
+    """A StorePages from one of our C batch calls (``compress(runs, *arguments)``),
+    which returns a batch's stored pages as one buffer and their sizes."""
+
+    def store(runs: Sequence[Buffer]) -> tuple[list[bytes], list[int]]:
+        data, sizes = compress(runs, *arguments)
+        return [data], sizes
+
+    return store
 
 
 def _store_each(compress: _CompressEach, page_size: int) -> StorePages:
