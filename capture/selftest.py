@@ -5,10 +5,12 @@ a module or library the freeze left out fails the build, not the capture.
 It imports every module of the package (the ssh target only with ``--ssh``)
 and every module they import inside functions, where a frozen tree misses
 them first; round-trips pages through each codec with the real writer and
-reader; and parses a kdump.conf. With ``--ssh`` it also imports paramiko,
-signs with an Ed25519 key made in memory, and encodes a host name with the
-idna codec (what resolving any network target's server needs). Nothing is written but a
-temporary directory, removed after.
+reader; and parses a kdump.conf. With ``--ssh`` it also imports paramiko as
+the ssh target does (its client modules, capture/agent/targets/paramiko_client.py),
+loads an Ed25519, an ECDSA and an RSA key made in memory as a private key
+and as a known_hosts line, signs and verifies with each, and encodes a host
+name with the idna codec (what resolving any network target's server
+needs). Nothing is written but a temporary directory, removed after.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from capture import __version__
 __all__ = ("SSH_MODULES", "run_self_test")
 
 SSH_MODULES = (
-    "capture.agent.targets.ssh", "paramiko", "cryptography", "nacl", "bcrypt", "_cffi_backend",
+    "capture.agent.targets.ssh", "capture.agent.targets.paramiko_client", "paramiko",
+    "cryptography", "nacl", "bcrypt", "_cffi_backend",
 )  # fmt: skip
 """What only an ssh target loads: a tree without its SSH part lacks them."""
 
@@ -239,25 +242,46 @@ def _parse_config() -> str:
 
 
 def _ssh_keys() -> str:
-    """An Ed25519 key made in memory, loaded by paramiko, signing and verifying:
-    cryptography's and nacl's native parts, which paramiko loads lazily."""
-    import io
+    """A key of each kind a user's key or a server's host key may be (Ed25519,
+    ECDSA, RSA), made in memory and loaded as the ssh target loads them: a
+    private key file through ``PKey.from_path``, the public key as a
+    known_hosts line through ``HostKeys``; each signs and verifies. That is
+    cryptography's, nacl's and bcrypt's native parts, which paramiko loads
+    lazily, and the package attributes paramiko_client stands in for."""
+    import base64
 
     import bcrypt
-    import paramiko
     from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-    pem = Ed25519PrivateKey.generate().private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.OpenSSH,
-        serialization.NoEncryption(),
-    )
-    key = paramiko.Ed25519Key.from_private_key(io.StringIO(pem.decode()))
-    signature = key.sign_ssh_data(b"self-test")
-    signature.rewind()
-    public = paramiko.Ed25519Key(data=key.asbytes())  # as a server would hold it
-    if not public.verify_ssh_sig(b"self-test", signature):
-        raise RuntimeError("an Ed25519 signature does not verify")
+    from capture.agent.targets.paramiko_client import HostKeys, PKey, paramiko, whole_package
+
+    made: dict[str, ed25519.Ed25519PrivateKey | ec.EllipticCurvePrivateKey | rsa.RSAPrivateKey]
+    made = {
+        "ssh-ed25519": ed25519.Ed25519PrivateKey.generate(),
+        "ecdsa-sha2-nistp256": ec.generate_private_key(ec.SECP256R1()),
+        "ssh-rsa": rsa.generate_private_key(65537, 1024),  # small: only made to be used once
+    }
+    with tempfile.TemporaryDirectory(prefix="kdump-capture-self-test-") as directory:
+        for kind, private in made.items():
+            path = os.path.join(directory, kind)
+            with open(path, "wb") as file:
+                file.write(private.private_bytes(serialization.Encoding.PEM,
+                                                 serialization.PrivateFormat.OpenSSH,
+                                                 serialization.NoEncryption()))  # fmt: skip
+            key = PKey.from_path(path)
+            hosts = HostKeys()
+            line = f"server.example {kind} {base64.b64encode(key.asbytes()).decode()}\n"
+            with open(path + ".known_hosts", "w") as file:
+                file.write(line)
+            hosts.load(path + ".known_hosts")
+            public = (hosts.lookup("server.example") or {}).get(kind)
+            if public is None or public.asbytes() != key.asbytes():
+                raise RuntimeError(f"a {kind} known_hosts line does not load")
+            signature = key.sign_ssh_data(b"self-test")
+            signature.rewind()
+            if not public.verify_ssh_sig(b"self-test", signature):
+                raise RuntimeError(f"a {kind} signature does not verify")
     bcrypt.kdf(b"self-test", b"salt", 16, 1, ignore_few_rounds=True)
-    return f"paramiko {paramiko.__version__} ed25519"
+    how = "whole" if whole_package() else "client modules"
+    return f"paramiko {paramiko.__version__} ({how}) ed25519 ecdsa rsa"

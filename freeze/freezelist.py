@@ -45,6 +45,15 @@ EXCLUDES = [
     # paramiko treats invoke as optional (only ssh_config's Match exec); it pulls
     # unittest.mock and asyncio into every import of paramiko.
     "invoke",
+    # The ssh target loads paramiko's client modules without its package's
+    # __init__ (capture/agent/targets/paramiko_client.py), which alone imports
+    # these: its version through importlib.metadata (with email, 0.4 MB of the
+    # core's archive), SSHClient, the agent, the server's SFTP, ProxyCommand,
+    # the auth strategies, Windows' pageant and OpenSSH agent.
+    "importlib.metadata", "email", "paramiko.client", "paramiko.agent",
+    "paramiko.sftp_server", "paramiko.sftp_si", "paramiko.sftp_handle", "paramiko.proxy",
+    "paramiko.auth_strategy", "paramiko.win_pageant", "paramiko.win_openssh",
+    "paramiko._winapi",
     # zstandard's cffi backend duplicates the C one and would pull cffi into the core.
     "zstandard.backend_cffi",
     # Our zstd batch binding would bring the system's libzstd (0.75 MiB) beside

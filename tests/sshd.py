@@ -95,19 +95,21 @@ def _keygen(path: Path, kind: str = "ed25519") -> str:
 
 
 @contextlib.contextmanager
-def sshd(tmp: Path, sftp_only: bool = False, trusted: bool = True,
-         port: int | None = None) -> Iterator[Server]:  # fmt: skip
-    """An sshd on 127.0.0.1 for as long as the block runs."""
+def sshd(tmp: Path, sftp_only: bool = False, trusted: bool = True, port: int | None = None,
+         host_key_type: str = "ed25519",
+         client_key_type: str = "ed25519") -> Iterator[Server]:  # fmt: skip
+    """An sshd on 127.0.0.1 for as long as the block runs (``*_key_type``:
+    ssh-keygen's ``-t`` for its host key and the client's key)."""
     root = tmp / "sshd"
     root.mkdir(parents=True, exist_ok=True)
     home = tmp / "home"
     (home / ".ssh").mkdir(parents=True, exist_ok=True, mode=0o700)
-    key = home / ".ssh" / "kdump_id_ed25519"
+    key = home / ".ssh" / f"kdump_id_{client_key_type}"
     if not key.exists():
-        (root / "authorized_keys").write_text(_keygen(key) + "\n")
-    host_key = root / "ssh_host_ed25519_key"
+        (root / "authorized_keys").write_text(_keygen(key, client_key_type) + "\n")
+    host_key = root / f"ssh_host_{host_key_type}_key"
     if not host_key.exists():
-        _keygen(host_key)
+        _keygen(host_key, host_key_type)
     port = port or free_port()
     server_home = root / "home"
     (server_home / ".ssh").mkdir(parents=True, exist_ok=True, mode=0o700)

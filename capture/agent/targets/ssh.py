@@ -30,8 +30,9 @@ acknowledges it: when the connection drops, the target reconnects (within
 acknowledged, so the dump resumes where the server's file ends instead of
 starting over.
 
-paramiko is imported here only, and this module only when an ssh target is
-configured: it costs about 0.2 s and 40 MB, which no local dump should pay.
+paramiko is imported here only (its client modules, without its package's
+``__init__``: paramiko_client.py), and this module only when an ssh target
+is configured: no local dump should pay for it.
 paramiko's SFTP client is used below its file objects (``_async_request``,
 ``_read_response``) because those give no way to know which writes the server
 acknowledged; those two have kept their shape since paramiko 1.x.
@@ -50,11 +51,21 @@ import struct
 from collections import OrderedDict, deque
 from typing import Any, NamedTuple
 
-import paramiko
-from paramiko import sftp as protocol
-
 from capture.agent.config import SshTarget
 from capture.agent.targets import DumpEntry, TargetError, Waiting, sha256_of
+from capture.agent.targets.paramiko_client import (
+    AuthenticationException,
+    ConfigParseError,
+    HostKeys,
+    Message,
+    PKey,
+    SFTPAttributes,
+    SFTPClient,
+    SSHConfig,
+    SSHException,
+    Transport,
+    protocol,
+)
 from capture.agent.targets.retry import with_backoff
 from capture.dumpfile.sink import FlattenedSink, NoSpaceError
 
@@ -79,11 +90,15 @@ DEFAULT_IDENTITIES = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
 _REQUEST_BYTES = 64 << 10
 """Data per SFTP write: OpenSSH's sftp-server takes up to 256 KiB messages;
 fewer, larger requests cost less Python per byte."""
-_WINDOW = 64
-"""Writes in flight (4 MiB): enough to keep loopback and a LAN busy."""
+_WINDOW = 16
+"""Writes in flight at most (1 MiB), each kept until acknowledged: heap
+the crash kernel holds for the whole dump (64, 4 MiB, was more than an
+ssh capture at crashkernel=144M could spare). A LAN's round trip needs far
+less; answers are taken as they arrive, so fewer are kept while the
+server keeps up."""
 _READ_BYTES = 1 << 20
-_READ_WINDOW = 64
-"""Reads in flight when a file is read back (4 MiB)."""
+_READ_WINDOW = 16
+"""Reads in flight when a file is read back (1 MiB)."""
 _HANDSHAKE_SECONDS = 30.0
 _DUMP_NAMES = {"vmcore", "vmcore.flat", "vmcore-incomplete", "vmcore-dmesg.txt"}
 _KEEPALIVE_SECONDS = 15
@@ -94,7 +109,7 @@ _HASH_BYTES_PER_SECOND = 50e6
 _SHA256SUM_LINE = re.compile(rb"([0-9a-f]{64}) [ *](.*)\n")
 """sha256sum's line for one file: the digest, a space, the mode mark, the name."""
 _SIGNATURES = {"ssh-rsa": ("rsa-sha2-512", "rsa-sha2-256", "ssh-rsa")}
-_DROPPED = (OSError, EOFError, paramiko.SSHException)
+_DROPPED = (OSError, EOFError, SSHException)
 """What a lost connection raises from paramiko (a socket error, EOF, its own)."""
 _FAST_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr")
 
@@ -175,8 +190,8 @@ def _ssh_options(host: str, files: tuple[str, ...]) -> dict[str, Any]:
         if not os.path.isfile(path):
             continue
         try:
-            found = paramiko.SSHConfig.from_path(path).lookup(host)
-        except (OSError, paramiko.ssh_exception.ConfigParseError) as error:
+            found = SSHConfig.from_path(path).lookup(host)
+        except (OSError, ConfigParseError) as error:
             raise TargetError(f"{path}: cannot be read: {error}") from None
         for key, value in found.items():
             if key == "identityfile":
@@ -195,7 +210,7 @@ def _expanded(path: str) -> str:
 # Connecting -----------------------------------------------------------------
 
 
-def connect(endpoint: Endpoint, seconds: float, wait: Waiting) -> paramiko.SFTPClient:
+def connect(endpoint: Endpoint, seconds: float, wait: Waiting) -> SFTPClient:
     """An SFTP session with the server, trying again (with backoff) while
     there is no route or the server refuses, for up to ``seconds``.
 
@@ -234,8 +249,8 @@ def _tcp_connection(endpoint: Endpoint) -> socket.socket:
 
 
 def _session(endpoint: Endpoint, sock: socket.socket,
-             known: dict[str, paramiko.PKey]) -> paramiko.SFTPClient:  # fmt: skip
-    transport = paramiko.Transport(sock)
+             known: dict[str, PKey]) -> SFTPClient:  # fmt: skip
+    transport = Transport(sock)
     transport.set_keepalive(_KEEPALIVE_SECONDS)
     options = transport.get_security_options()
     # Only the kinds we can check (ssh does the same); an RSA key signs with SHA-2.
@@ -253,10 +268,10 @@ def _session(endpoint: Endpoint, sock: socket.socket,
         transport.start_client(timeout=_HANDSHAKE_SECONDS)
         _check_host_key(endpoint, transport.get_remote_server_key(), known)
         _authenticate(endpoint, transport)
-        client = paramiko.SFTPClient.from_transport(transport)
+        client = SFTPClient.from_transport(transport)
         if client is not None:
             client.get_channel().settimeout(_ANSWER_SECONDS)
-    except paramiko.SSHException as error:
+    except SSHException as error:
         transport.close()
         raise TargetError(f"ssh {endpoint.user}@{endpoint.alias}: {error}") from None
     except BaseException:
@@ -268,16 +283,16 @@ def _session(endpoint: Endpoint, sock: socket.socket,
     return client
 
 
-def _known_keys(endpoint: Endpoint) -> dict[str, paramiko.PKey]:
+def _known_keys(endpoint: Endpoint) -> dict[str, PKey]:
     """The server's keys the known_hosts files hold, by kind; none: refused."""
-    keys: dict[str, paramiko.PKey] = {}
+    keys: dict[str, PKey] = {}
     for path in endpoint.known_hosts:
         if not os.path.isfile(path):
             continue
-        hosts = paramiko.HostKeys()
+        hosts = HostKeys()
         try:
             hosts.load(path)
-        except (OSError, paramiko.SSHException) as error:
+        except (OSError, SSHException) as error:
             log.warning("%s: cannot be read: %s", path, error)
             continue
         for kind, key in (hosts.lookup(endpoint.host_key_name) or {}).items():
@@ -292,8 +307,8 @@ def _known_keys(endpoint: Endpoint) -> dict[str, paramiko.PKey]:
     return keys
 
 
-def _check_host_key(endpoint: Endpoint, offered: paramiko.PKey,
-                    known: dict[str, paramiko.PKey]) -> None:  # fmt: skip
+def _check_host_key(endpoint: Endpoint, offered: PKey,
+                    known: dict[str, PKey]) -> None:  # fmt: skip
     expected = known.get(offered.get_name())
     if expected is None or expected.asbytes() != offered.asbytes():
         raise TargetError(
@@ -304,18 +319,18 @@ def _check_host_key(endpoint: Endpoint, offered: paramiko.PKey,
         )
 
 
-def _authenticate(endpoint: Endpoint, transport: paramiko.Transport) -> None:
+def _authenticate(endpoint: Endpoint, transport: Transport) -> None:
     """Each key in turn; never a password."""
     refused = []
     for path in endpoint.identities:
         try:
-            key = paramiko.PKey.from_path(path)
-        except (OSError, paramiko.SSHException) as error:
+            key = PKey.from_path(path)
+        except (OSError, SSHException) as error:
             refused.append(f"{path} (unreadable: {error})")
             continue
         try:
             transport.auth_publickey(endpoint.user, key)
-        except paramiko.AuthenticationException:
+        except AuthenticationException:
             refused.append(path)
             continue
         return
@@ -323,7 +338,7 @@ def _authenticate(endpoint: Endpoint, transport: paramiko.Transport) -> None:
                       f"keys {', '.join(refused)}; run 'kdump-capture propagate'")  # fmt: skip
 
 
-def free_bytes(client: paramiko.SFTPClient, path: str) -> int | None:
+def free_bytes(client: SFTPClient, path: str) -> int | None:
     """statvfs@openssh.com of ``path``: f_bavail * f_frsize; None if the server lacks it."""
     try:
         kind, message = client._request(protocol.CMD_EXTENDED, "statvfs@openssh.com", path)
@@ -343,14 +358,14 @@ class _Answers:
     answer to the object the request was made for)."""
 
     def __init__(self) -> None:
-        self.answered: dict[int, tuple[int, paramiko.Message]] = {}
+        self.answered: dict[int, tuple[int, Message]] = {}
         """Request number -> (answer kind, message)."""
 
-    def _async_response(self, kind: int, message: paramiko.Message, number: int) -> None:
+    def _async_response(self, kind: int, message: Message, number: int) -> None:
         self.answered[number] = (kind, message)
 
 
-def _problem(kind: int, message: paramiko.Message) -> str | None:
+def _problem(kind: int, message: Message) -> str | None:
     """None for a write the server did, else what it said."""
     if kind != protocol.CMD_STATUS:
         return f"unexpected answer {kind}"
@@ -375,6 +390,7 @@ class _RemoteFile:
         view = memoryview(data)
         for start in range(0, len(view), _REQUEST_BYTES):
             piece = bytes(view[start : start + _REQUEST_BYTES])
+            self._collect_arrived()
             while len(self._in_flight) >= _WINDOW:
                 self._collect()
             self._send(offset + start, piece)
@@ -434,6 +450,13 @@ class _RemoteFile:
             if problem is not None:
                 raise self._session.refused_write(self._path, offset, len(piece), problem)
 
+    def _collect_arrived(self) -> None:
+        """The answers the server has sent already, without waiting for
+        more: the writes they acknowledge are let go at once."""
+        channel = self._session.client.sock
+        while self._in_flight and channel.recv_ready():
+            self._collect()
+
     def _resume(self, error: BaseException) -> None:
         """A new connection, the file opened again (not truncated), and every
         unacknowledged write sent again, in order."""
@@ -458,12 +481,12 @@ class _RemoteReader:
     flight (paramiko's prefetch asks for the whole file at once and keeps
     what arrives: a dump's size of memory)."""
 
-    def __init__(self, client: paramiko.SFTPClient, path: str) -> None:
+    def __init__(self, client: SFTPClient, path: str) -> None:
         self._client, self._path = client, path
         self._answers = _Answers()
         self._size = client.stat(path).st_size or 0
         _, message = client._request(protocol.CMD_OPEN, path, protocol.SFTP_FLAG_READ,
-                                     paramiko.SFTPAttributes())  # fmt: skip
+                                     SFTPAttributes())  # fmt: skip
         self._handle: bytes | None = message.get_binary()
         self._asked = 0
         self._queue: deque[tuple[int, int, int]] = deque()
@@ -587,7 +610,7 @@ class _Session:
         flags = protocol.SFTP_FLAG_WRITE | protocol.SFTP_FLAG_CREATE
         if truncate:
             flags |= protocol.SFTP_FLAG_TRUNC
-        attributes = paramiko.SFTPAttributes()
+        attributes = SFTPAttributes()
         attributes.st_mode = 0o600  # at creation: never a moment readable by others
         try:
             kind, message = self.client._request(protocol.CMD_OPEN, path, flags, attributes)
@@ -824,7 +847,7 @@ class SftpTarget:
         except OSError as error:
             raise TargetError(f"{session.where(path)}: cannot create it: {error}") from None
 
-    def _stat(self, path: str) -> paramiko.SFTPAttributes | None:
+    def _stat(self, path: str) -> SFTPAttributes | None:
         try:
             return self._open().client.stat(path)
         except FileNotFoundError:
