@@ -64,7 +64,7 @@ def test_each_page_is_stored_on_its_own(name: str, threads: int) -> None:
     else:
         pool = CompressorPool(codec, PAGE, threads)
         try:
-            futures = [pool.submit(_runs(pages)) for _ in range(2 * threads)]
+            futures = [pool.submit(lambda store: store(_runs(pages))) for _ in range(2 * threads)]
             results = [future.result() for future in futures]
         finally:
             pool.close()

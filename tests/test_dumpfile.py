@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import mmap
+import os
 import shutil
 import struct
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -264,6 +266,22 @@ def test_truncated_vmcore_dumps_what_exists(tmp_path: Path) -> None:
             assert dumped.read_phys(start * 4096, 4096) == vmcore.read_phys(start * 4096, 4096)
 
 
+@pytest.mark.parametrize("level", ["1", "31"])
+def test_threads_salvage_a_truncated_vmcore_as_one_thread_does(tmp_path: Path, level: str) -> None:
+    """With threads the workers read the pages, and a read that fails falls
+    back to page by page there: the pages missing are dropped from bitmap2 in
+    order, so the file is the one-thread file."""
+    source = core_61().vmcore
+    truncated = tmp_path / "truncated"
+    with source.open("rb") as full, truncated.open("wb") as cut:
+        shutil.copyfileobj(full, cut)
+        cut.truncate(source.stat().st_size * 3 // 4 + 4096 * 3 + 100)  # mid-page
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert dump("-z", "-d", level, str(truncated), str(one)) == 3
+    assert dump("-z", "-d", level, "--num-threads", "2", str(truncated), str(two)) == 3
+    assert two.read_bytes() == one.read_bytes()
+
+
 def test_truncated_vmcore_elf_dump_keeps_what_exists(tmp_path: Path) -> None:
     """The ELF writer copies in the kernel where it can; where the file ends
     early it falls back to reading, and the missing pages become zeros."""
@@ -290,7 +308,9 @@ def test_truncated_vmcore_elf_dump_keeps_what_exists(tmp_path: Path) -> None:
         assert present and missing
 
 
-@pytest.mark.parametrize("form", [["-l"], ["-E"]], ids=["kdump", "elf"])
+@pytest.mark.parametrize(
+    "form", [["-l"], ["-l", "--num-threads", "2"], ["-E"]], ids=["kdump", "threads", "elf"]
+)
 def test_mmap_windows_read_the_same_dump(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, form: list[str]
 ) -> None:
@@ -317,3 +337,38 @@ def test_mmap_windows_read_the_same_dump(
     assert dump(*form, "-d", "1", vmcore, str(tmp_path / "mapped")) == 0
     assert mapped_windows and all(mapped_windows)
     assert (tmp_path / "mapped").read_bytes() == (tmp_path / "pread").read_bytes()
+
+
+def test_each_thread_reads_through_windows_of_its_own(tmp_path: Path) -> None:
+    """The dump's workers read at once: another thread's reads must never
+    unmap the window this one is copying from."""
+    from capture.vmcore.filewindows import WINDOWS_KEPT, FileWindows
+
+    window_size = mmap.ALLOCATIONGRANULARITY
+    data = bytes(range(256)) * (window_size * (WINDOWS_KEPT + 2) // 256)
+    path = tmp_path / "file"
+    path.write_bytes(data)
+    fd = os.open(path, os.O_RDONLY)
+    windows = FileWindows(fd, len(data), window_size=window_size)
+    try:
+        assert windows.read(10, 20) == data[10:30]
+        mine = windows._window(0)
+        assert mine is not None
+
+        read_there = []
+
+        def read_every_window() -> None:
+            for at in range(0, len(data), window_size):
+                read_there.append(windows.read(at, 7) == data[at : at + 7])
+
+        other = threading.Thread(target=read_every_window)
+        other.start()
+        other.join()
+        assert read_there == [True] * (WINDOWS_KEPT + 2)
+        assert not mine.closed
+        assert windows._window(0) is mine
+        assert windows.read(5, 3) == data[5:8]
+    finally:
+        windows.close()
+        os.close(fd)
+    assert mine.closed

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 from collections import deque
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from functools import partial
 from itertools import accumulate, chain, groupby, islice, repeat
 from typing import TYPE_CHECKING, NamedTuple
@@ -26,6 +26,8 @@ from capture.vmcore import Vmcore
 from capture.vmcore.notes import find_vmcoreinfo
 
 if TYPE_CHECKING:
+    from concurrent.futures import Future
+
     from capture.dumpfile.workers import CompressorPool
 
 __all__ = ("KdumpLayout", "write_kdump")
@@ -51,9 +53,10 @@ _READ_PAGES = 64
 the read and the batch queued for the codec are both held while the next is
 read."""
 _WORKER_BATCH_PAGES = 256
-"""A compression worker's batch: handing a batch to a thread and back costs
-about as much as compressing 64 pages with zstd, so 64-page batches kept two
-threads at 0.75x of one (-z -d 0 of a 2 GB vmcore), 256-page ones at 0.70x."""
+"""A worker's batch: handing a batch to a thread and back costs about as much
+as compressing 64 pages with zstd, so 64-page batches kept two threads at
+0.75x of one (-z -d 0 of a 2 GB vmcore), 256-page ones at 0.70x (both when
+the main thread still read the pages)."""
 _UTS_FIELD = 65
 
 
@@ -273,13 +276,120 @@ def _crashtime(vmcore: Vmcore) -> int:
         return 0
 
 
+class _Batch:
+    """Some dumpable pages, read and stored: what their descriptors need."""
+
+    __slots__ = ("is_zero", "pieces", "sizes", "unreadable", "zero_pages")
+
+    def __init__(self, zero_level: bool) -> None:
+        self.pieces: list[bytes] = []
+        """The stored pages (zero pages left out where the level excludes them), back to back."""
+        self.sizes: list[int] = []
+        self.is_zero: list[bool] | None = [] if zero_level else None
+        """Per page read, whether the shared zero page stands for it (levels with bit 1)."""
+        self.zero_pages = 0
+        self.unreadable: list[int] = []
+        """Pfns the vmcore lacks after all: dropped from the dump."""
+
+    @property
+    def pages(self) -> int:
+        """Pages described: every page read."""
+        return len(self.is_zero) if self.is_zero is not None else len(self.sizes)
+
+
+class _BatchReader:
+    """Reads the pages of some pfn ranges and stores them.
+
+    With worker threads this runs on a worker, so the core that reads a page
+    (the kernel's copy, a third of a zstd dump's time) also compresses it
+    while it is in its cache: reading on one thread and compressing on
+    another kept two threads at 0.70x of one for -z -d 0 (the workers' zstd
+    ran a third slower on pages another core had read).
+    """
+
+    def __init__(self, vmcore: Vmcore, zero_level: bool, stored_zero: tuple[bytes, int]):
+        self._read = vmcore.read_phys
+        self._page_size = vmcore.page_size
+        self._zero = bytes(self._page_size)
+        self._zero_chunk = bytes(_READ_PAGES * self._page_size)
+        self._zero_level = zero_level
+        self._stored_zero = stored_zero
+
+    def __call__(self, store: StorePages, ranges: list[tuple[int, int]]) -> _Batch:
+        batch = _Batch(self._zero_level)
+        runs: list[Buffer] = []
+        for first, end in ranges:
+            for at in range(first, end, _READ_PAGES):
+                self._read_chunk(at, min(end, at + _READ_PAGES), runs, batch, store)
+        self._store_runs(store, runs, batch)
+        return batch
+
+    def _read_chunk(
+        self, first: int, end: int, runs: list[Buffer], batch: _Batch, store: StorePages
+    ) -> None:
+        page_size = self._page_size
+        try:
+            chunk = self._read(first * page_size, (end - first) * page_size)
+        except CaptureError:
+            self._read_salvaged(first, end, runs, batch)
+            return
+        if chunk == self._zero_chunk:  # whole runs of zeros are common (free, unused RAM)
+            self._add_zero_pages(end - first, runs, batch, store)
+        else:
+            self._add_run(chunk, runs, batch)
+
+    def _read_salvaged(self, first: int, end: int, runs: list[Buffer], batch: _Batch) -> None:
+        for pfn in range(first, end):
+            try:
+                page = self._read(pfn * self._page_size, self._page_size)
+            except CaptureError:
+                batch.unreadable.append(pfn)
+            else:
+                self._add_run(page, runs, batch)
+
+    def _add_run(self, run: bytes, runs: list[Buffer], batch: _Batch) -> None:
+        if batch.is_zero is None:
+            runs.append(run)
+            return
+        is_zero = _zero_pages([run], self._zero)
+        if is_zero is None:
+            batch.is_zero.extend(repeat(False, len(run) // self._page_size))
+            runs.append(run)
+        else:
+            batch.is_zero.extend(is_zero)
+            batch.zero_pages += is_zero.count(True)
+            runs.extend(_without_zero_pages([run], is_zero, self._page_size))
+
+    def _add_zero_pages(
+        self, count: int, runs: list[Buffer], batch: _Batch, store: StorePages
+    ) -> None:
+        """``count`` zero pages: the shared zero page's, or each stored as the
+        codec stores a zero page (the runs before them stored first)."""
+        if batch.is_zero is not None:
+            batch.is_zero.extend(repeat(True, count))
+            batch.zero_pages += count
+            return
+        self._store_runs(store, runs, batch)
+        stored, size = self._stored_zero
+        batch.pieces.append(stored * count)
+        batch.sizes.extend(repeat(size, count))
+
+    @staticmethod
+    def _store_runs(store: StorePages, runs: list[Buffer], batch: _Batch) -> None:
+        if runs:
+            pieces, sizes = store(runs)
+            batch.pieces.extend(pieces)
+            batch.sizes.extend(sizes)
+            runs.clear()
+
+
 class _PageStream:
     """Reads dumpable pages, compresses them, writes data then descriptors.
 
-    With worker threads, a batch is compressed while the next ones are read:
-    what is done with its result (offsets, descriptors, data; a run of zero
-    pages likewise) waits in a queue and is done in submission order, so the
-    file does not depend on the threads.
+    Pages go in batches of pfn ranges. With worker threads, each batch is
+    read and compressed on a worker while the next are planned: what is done
+    with its result (offsets, descriptors, data) waits in a queue and is
+    done in submission order, so the file does not depend on the threads.
     """
 
     def __init__(
@@ -294,119 +404,96 @@ class _PageStream:
         outcome: DumpOutcome,
         progress: Progress | None,
     ) -> None:
-        self._vmcore, self._layout = vmcore, layout
+        self._layout = layout
         self._sink, self._outcome, self._progress = sink, outcome, progress
         self._store, self._pool, self._flag = store, pool, flag
-        self._queued: deque[Callable[[], None]] = deque()
-        # One batch (~1 MiB) in flight per worker, and two waiting: each costs memory.
+        self._queued: deque[tuple[Future[_Batch], Bitmap]] = deque()
+        # One batch (~1 MiB read, then stored) in flight per worker, and two waiting.
         self._queue_depth = self._pool.threads + 2 if self._pool else 0
         self._batch_pages = _WORKER_BATCH_PAGES if self._pool else _READ_PAGES
+        self._planned: list[tuple[int, int]] = []
+        self._planned_pages = 0
         self._page_size = vmcore.page_size
-        self._zero = bytes(self._page_size)
-        self._pending: list[bytes] = []
-        self._pending_pages = 0
         self._data: list[bytes] = []
         self._data_size = 0
         self._descriptors: list[bytes] = []
         self._descriptor_at = layout.descriptors_offset
         self.end_offset = layout.data_offset
         self._zero_descriptor = DESCRIPTOR.pack(layout.data_offset, self._page_size, 0, 0)
-        self._zero_chunk = bytes(_READ_PAGES * self._page_size)
-        pieces, sizes = self._store([self._zero])
-        self._stored_zero = b"".join(pieces), next(iter(self._flags(sizes)))
+        pieces, sizes = self._store([bytes(self._page_size)])
+        stored_zero = b"".join(pieces), sizes[0]
+        self._reader = _BatchReader(vmcore, layout.zero_page, stored_zero)
         if layout.zero_page:
-            self._append_data(self._zero)
+            self._append_data(bytes(self._page_size))
 
     def write_cycle(self, cycle: FilterResult) -> None:
-        """Read (and queue or write) every dumpable page of ``cycle``; a page
-        missing from the vmcore is cleared from its bitmap2."""
+        """Read, store and write every dumpable page of ``cycle``; a page
+        missing from the vmcore is cleared from its bitmap2 before the cycle's
+        bitmaps are written."""
         bitmap2 = cycle.bitmap2
+        room = self._batch_pages
         for start, end in bitmap2.runs():
-            for first in range(start, end, _READ_PAGES):
-                self._read_pages(first, min(end, first + _READ_PAGES), bitmap2)
+            # Short runs (a busy machine's -d 31 is mostly runs of a few pages)
+            # share a batch, so the per-batch work is paid once per batch
+            # however fragmented the dump is.
+            while start < end:
+                take = min(end - start, room - self._planned_pages)
+                self._planned.append((start, start + take))
+                self._planned_pages += take
+                start += take
+                if self._planned_pages == room:
+                    self._submit(bitmap2)
+        self._submit(bitmap2)
+        while self._queued:
+            self._write_next()
 
     def finish(self) -> None:
-        """Write what is still queued or buffered."""
-        self._write_pending()
-        while self._queued:
-            self._queued.popleft()()
+        """Write what is still buffered."""
         self._flush()
 
-    def _then(self, step: Callable[[], None]) -> None:
-        """Do ``step`` after every step queued before it; at once without threads."""
-        self._queued.append(step)
-        while len(self._queued) > self._queue_depth:
-            self._queued.popleft()()
-
-    def _read_pages(self, first: int, end: int, bitmap2: Bitmap) -> None:
-        """Queue pfns ``[first, end)``: short runs (a busy machine's -d 31 is
-        mostly runs of a few pages) are gathered, so the per-batch work is paid
-        once per ~256 pages however fragmented the dump is."""
-        page_size = self._page_size
-        try:
-            chunk = self._vmcore.read_phys(first * page_size, (end - first) * page_size)
-        except CaptureError:
-            self._read_salvaged(first, end, bitmap2)
+    def _submit(self, bitmap2: Bitmap) -> None:
+        """Read and store the planned ranges: at once without threads, else on a worker."""
+        ranges = self._planned
+        if not ranges:
             return
-        if chunk == self._zero_chunk:  # whole runs of zeros are common (free, unused RAM)
-            self._write_pending()
-            self._then(partial(self._write_zero_pages, end - first))
-            return
-        self._queue(chunk, end - first)
-
-    def _read_salvaged(self, first: int, end: int, bitmap2: Bitmap) -> None:
-        for pfn in range(first, end):
-            try:
-                page = self._vmcore.read_phys(pfn * self._page_size, self._page_size)
-            except CaptureError:
-                # Not in the vmcore after all: drop it from the dump, keeping
-                # bitmap2 and the descriptor ranks consistent.
-                bitmap2.clear_range(pfn, pfn + 1)
-                self._outcome.unreadable += 1
-            else:
-                self._queue(page, 1)
-
-    def _queue(self, pages: bytes, count: int) -> None:
-        self._pending.append(pages)
-        self._pending_pages += count
-        if self._pending_pages >= self._batch_pages:
-            self._write_pending()
-
-    def _write_pending(self) -> None:
-        """Store the queued pages: the hot path, so every per-page step is a
-        C-level call over the whole batch, never a Python loop."""
-        pending, count = self._pending, self._pending_pages
-        if not count:
-            return
-        self._pending, self._pending_pages = [], 0
-        runs: Sequence[Buffer] = pending
-        is_zero = _zero_pages(pending, self._zero) if self._layout.zero_page else None
-        if is_zero is not None:
-            runs = _without_zero_pages(pending, is_zero, self._page_size)
-            self._outcome.zero_pages += is_zero.count(True)
+        self._planned, self._planned_pages = [], 0
         if self._pool is None:
-            self._write_stored(self._store(runs), is_zero, count)
-        else:
-            stored = self._pool.submit(runs)
-            self._then(lambda: self._write_stored(stored.result(), is_zero, count))
+            self._write_batch(self._reader(self._store, ranges), bitmap2)
+            return
+        self._queued.append((self._pool.submit(partial(self._reader, ranges=ranges)), bitmap2))
+        while len(self._queued) > self._queue_depth:
+            self._write_next()
 
-    def _write_stored(
-        self, stored: tuple[list[bytes], list[int]], is_zero: list[bool] | None, count: int
-    ) -> None:
-        """Place ``count`` stored pages after the data so far, and describe them."""
-        pieces, sizes = stored
+    def _write_next(self) -> None:
+        future, bitmap2 = self._queued.popleft()
+        self._write_batch(future.result(), bitmap2)
+
+    def _write_batch(self, batch: _Batch, bitmap2: Bitmap) -> None:
+        for pfn in batch.unreadable:
+            # Not in the vmcore after all: drop it from the dump, keeping
+            # bitmap2 and the descriptor ranks consistent.
+            bitmap2.clear_range(pfn, pfn + 1)
+        self._outcome.unreadable += len(batch.unreadable)
+        self._outcome.zero_pages += batch.zero_pages
+        self._describe(batch)
+        self._data.extend(batch.pieces)
+        self._data_size += sum(batch.sizes)
+        self._after_pages(batch.pages)
+
+    def _describe(self, batch: _Batch) -> None:
+        """The descriptors of ``batch``'s pages, placed after the data so far."""
+        if batch.zero_pages and batch.zero_pages == batch.pages:  # common: unused RAM
+            self._descriptors.extend(repeat(self._zero_descriptor, batch.zero_pages))
+            return
+        sizes = batch.sizes
         offsets = list(accumulate(sizes, initial=self.end_offset))
-        end = offsets.pop()
+        self.end_offset = offsets.pop()
         descriptors: Iterable[bytes] = map(
             DESCRIPTOR.pack, offsets, sizes, self._flags(sizes), repeat(0)
         )
-        if is_zero is not None:
-            descriptors = _merge_zero_pages(descriptors, is_zero, self._zero_descriptor)
+        if batch.zero_pages and batch.is_zero is not None:
+            descriptors = _merge_zero_pages(descriptors, batch.is_zero, self._zero_descriptor)
         self._descriptors.extend(descriptors)
-        self._data.extend(pieces)
-        self._data_size += end - self.end_offset
-        self.end_offset = end
-        self._after_pages(count)
 
     def _flags(self, sizes: list[int]) -> Iterable[int]:
         """The descriptor flags: a page stored as it is has none."""
@@ -414,24 +501,6 @@ class _PageStream:
         if not sizes or max(sizes) < page_size:
             return repeat(self._flag)
         return [self._flag if size < page_size else 0 for size in sizes]
-
-    def _write_zero_pages(self, count: int) -> None:
-        """``count`` zero pages, each stored as the codec stores a zero page."""
-        if self._layout.zero_page:
-            self._descriptors.extend([self._zero_descriptor] * count)
-            self._outcome.zero_pages += count
-            self._after_pages(count)
-            return
-        stored, flag = self._stored_zero
-        size, offset = len(stored), self.end_offset
-        offsets = range(offset, offset + count * size, size)
-        self._descriptors.extend(
-            map(DESCRIPTOR.pack, offsets, repeat(size), repeat(flag), repeat(0))
-        )
-        self._data.append(stored * count)
-        self._data_size += size * count
-        self.end_offset += size * count
-        self._after_pages(count)
 
     def _append_data(self, data: bytes) -> None:
         self._data.append(data)

@@ -1,19 +1,22 @@
-"""Compression on worker threads (makedumpfile's --num-threads).
+"""Reading and compression on worker threads (makedumpfile's --num-threads).
 
-Every codec releases the GIL while it compresses a batch, so N workers
-compress N batches at once while the writer's thread reads the next ones and
-writes the finished ones. The writer takes results in the order it submitted
-them, so the file is the same as with one thread. Imported only when
-threads are asked for: a crash kernel usually has one CPU.
+Reads and every codec release the GIL, so N workers read and compress N
+batches at once while the writer's thread plans the next ones and writes the
+finished ones. The writer takes results in the order it submitted them, so
+the file is the same as with one thread. Imported only when threads are
+asked for: a crash kernel usually has one CPU.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
 
-from capture.dumpfile.codecs import Buffer, Codec, StorePages
+from capture.dumpfile.codecs import Codec, StorePages
+
+_Result = TypeVar("_Result")
 
 __all__ = ("CompressorPool",)
 
@@ -28,16 +31,16 @@ class CompressorPool:
         self._local = threading.local()
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="compress")
 
-    def submit(self, runs: Sequence[Buffer]) -> Future[tuple[list[bytes], list[int]]]:
-        """Store ``runs`` on a worker."""
-        return self._pool.submit(self._store, runs)
+    def submit(self, job: Callable[[StorePages], _Result]) -> Future[_Result]:
+        """Run ``job`` on a worker, given that worker's compressor."""
+        return self._pool.submit(self._run, job)
 
     def close(self) -> None:
         """Stop the workers; batches not started are dropped."""
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def _store(self, runs: Sequence[Buffer]) -> tuple[list[bytes], list[int]]:
+    def _run(self, job: Callable[[StorePages], _Result]) -> _Result:
         store: StorePages | None = getattr(self._local, "store", None)
         if store is None:
             store = self._local.store = self._codec.make(self._page_size)
-        return store(runs)
+        return job(store)

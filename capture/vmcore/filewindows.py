@@ -7,12 +7,17 @@ from the page cache at ~0.4 us a page where a populated mapping costs ~1.4 us
 a page, and a 4 KiB read in a new window populates all 4 MiB of it; so saved
 files are read with ``pread`` alone. Windows are released as reading moves
 on, so mapped pages never pile up in the crash kernel's small memory.
+
+Each thread has windows of its own (the dump's workers read at once): a
+window shared between threads could be unmapped by one while another copies
+from it.
 """
 
 from __future__ import annotations
 
 import mmap
 import os
+from _thread import get_ident
 from collections import OrderedDict
 
 from capture.errors import NoDataError
@@ -25,7 +30,9 @@ WINDOW_SIZE = 4 << 20
 _POPULATE = getattr(mmap, "MAP_POPULATE", 0)
 
 WINDOWS_KEPT = 4
-"""Windows kept mapped at once; the least recently used one is unmapped first."""
+"""Windows kept mapped at once by a thread; its least recently used one is unmapped first."""
+
+_Windows = OrderedDict[int, mmap.mmap]
 
 
 class FileWindows:
@@ -43,7 +50,7 @@ class FileWindows:
         self._fd = fd
         self.size = size
         self._window_size = window_size
-        self._windows: OrderedDict[int, mmap.mmap] = OrderedDict()
+        self._threads_windows: dict[int, _Windows] = {}
         self._use_mmap = use_mmap
 
     def read(self, offset: int, length: int) -> bytes:
@@ -73,15 +80,19 @@ class FileWindows:
         return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def close(self) -> None:
-        """Unmap every window."""
-        for window in self._windows.values():
-            window.close()
-        self._windows.clear()
+        """Unmap every thread's windows."""
+        for windows in self._threads_windows.values():
+            for window in windows.values():
+                window.close()
+        self._threads_windows.clear()
 
     def _window(self, base: int) -> mmap.mmap | None:
-        window = self._windows.get(base)
+        windows = self._threads_windows.get(get_ident())
+        if windows is None:
+            windows = self._threads_windows[get_ident()] = OrderedDict()
+        window = windows.get(base)
         if window is not None:
-            self._windows.move_to_end(base)
+            windows.move_to_end(base)
             return window
         # Never map past the end of the file: touching such a page is SIGBUS.
         length = min(self._window_size, self.size - base)
@@ -96,12 +107,11 @@ class FileWindows:
                 offset=base,
             )
         except (OSError, ValueError):
-            self._use_mmap = False
-            self.close()
+            self._use_mmap = False  # every thread reads with pread from now on
             return None
-        self._windows[base] = window
-        if len(self._windows) > WINDOWS_KEPT:
-            _, oldest = self._windows.popitem(last=False)
+        windows[base] = window
+        if len(windows) > WINDOWS_KEPT:
+            _, oldest = windows.popitem(last=False)
             oldest.close()
         return window
 
