@@ -313,8 +313,9 @@ def _dump_arguments(dump: argparse.ArgumentParser) -> None:
     )
     dump.add_argument(
         "--num-threads", type=_thread_count, default=1, metavar="N",
-        help="compress on N worker threads while this one reads and writes; 0 (makedumpfile's "
-        "default) and 1 mean no extra thread (a crash kernel usually has one CPU: keep 1 there)",
+        help="read and compress on N worker threads while this one writes; 0 (makedumpfile's "
+        "default) and 1 mean no extra thread (a crash kernel usually has one CPU: keep 1 there); "
+        "snappy ignores it",
     )  # fmt: skip
     cycles = dump.add_mutually_exclusive_group()
     cycles.add_argument(

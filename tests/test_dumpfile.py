@@ -69,6 +69,27 @@ def test_threads_write_the_same_file(tmp_path: Path, codec: str) -> None:
     assert (tmp_path / "three").read_bytes() == (tmp_path / "one").read_bytes()
 
 
+@pytest.mark.parametrize(("codec", "pooled"), [("-p", False), ("-z", True)])
+def test_threads_only_for_codecs_that_release_the_gil(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, codec: str, pooled: bool
+) -> None:
+    """cramjam's snappy holds the GIL page by page: workers would only wait
+    on each other, so a snappy dump asked for threads runs on one."""
+    from capture.dumpfile import workers
+
+    made: list[int] = []
+
+    class CountedPool(workers.CompressorPool):
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            made.append(1)
+            super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(workers, "CompressorPool", CountedPool)
+    vmcore = str(core_61().vmcore)
+    assert dump(codec, "--num-threads", "2", "-d", "31", vmcore, str(tmp_path / "out")) == 0
+    assert bool(made) == pooled
+
+
 @pytest.mark.parametrize("form", [["-l"], ["-E"]], ids=["kdump", "elf"])
 def test_makedumpfile_rebuilds_our_flattened_stream(tmp_path: Path, form: list[str]) -> None:
     vmcore = str(core_61().vmcore)

@@ -168,7 +168,9 @@ def write_kdump(
         sink.write_at(0, header.pack(incomplete=True))
     sink.write_at(page_size, header.sub_header() + vmcore.core.notes)
     pool = None
-    if threads > 1:
+    if threads > 1 and codec.holds_gil:
+        log.info("%s compresses under the GIL: --num-threads %d ignored", codec.name, threads)
+    elif threads > 1:
         from capture.dumpfile.workers import CompressorPool  # threads only: imports cost
 
         pool = CompressorPool(codec, page_size, threads)
