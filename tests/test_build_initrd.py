@@ -219,6 +219,28 @@ def test_a_real_image_holds_the_agent_config_hooks_and_ssh_files(tmp_path: Path)
     assert modes["usr/lib/dracut/modules.txt"] == "-rw-r--r--"
 
 
+def test_a_real_ssh_image_without_systemd_has_none(tmp_path: Path) -> None:
+    """--no-systemd: dracut's shell init runs our hooks and network-legacy
+    (dhclient) brings the NIC up; no systemd module may come back through
+    a dependency (the network's did, and the image booted systemd)."""
+    kern = get_kernel("6.1")
+    key = tmp_path / "kdump_id"
+    key.write_text("not a key\n")
+    config = tmp_path / "kdump.conf"
+    config.write_text(f"ssh dumper@192.0.2.7\nsshkey {key}\n")
+    agent = str(find_agent(None))
+    image = build_initrd(str(config), kern.release, str(kern.moddir), str(tmp_path / "img"),
+                         agent=agent, kdump_dir=str(tmp_path), systemd=False)  # fmt: skip
+    modules = _lsinitrd(image.path, "-f", "usr/lib/dracut/modules.txt").split()
+    assert "network-legacy" in modules and "kdump-capture" in modules, modules
+    assert not [module for module in modules if "systemd" in module], modules
+    listing = _lsinitrd(image.path)
+    assert "usr/sbin/dhclient" in listing
+    assert "init -> usr/lib/systemd/systemd" not in listing
+    for hook in ("pre-mount/99-kdump-capture-hook.sh", "pre-pivot/90-kdump-capture-hook.sh"):
+        assert f"usr/lib/dracut/hooks/{hook}" in listing, hook
+
+
 def test_a_real_local_image_leaves_out_what_only_other_targets_need(tmp_path: Path) -> None:
     """A local target's image: no ssh part, no snappy, no unicodedata (only
     the idna codec of a network target's host name loads it)."""

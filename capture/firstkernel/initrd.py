@@ -115,6 +115,10 @@ def build_initrd(
     if shutil.which("dracut") is None:
         raise CaptureError("dracut is not installed: apt-get install dracut-core")
     plan = make_plan(config, kdump_dir)
+    if not systemd:
+        # Our module's depends() reads the plan's list: a systemd module left
+        # there would bring systemd back as the image's init.
+        plan.depends = [_without_systemd(module) for module in plan.depends]
     tree = find_agent(agent)
     _self_test(tree, plan)
     moddir = Path(kmoddir) if kmoddir else Path("/lib/modules") / kver
@@ -199,7 +203,7 @@ def dracut_argv(
         "--kmoddir",
         str(moddir),
         "-m",
-        " ".join(modules + [_without_systemd(m, systemd) for m in plan.depends]),
+        " ".join(modules + plan.depends),
     ]
     argv += ["--squash-compressor", squash_compressor(kver, moddir)] if squash else ["--zstd"]
     # fsck helpers (xfs_repair, xfs_db, e2fsck: 1.1 MiB of a squash image,
@@ -227,9 +231,9 @@ def squash_compressor(kver: str, moddir: Path) -> str:
     return "zstd"
 
 
-def _without_systemd(module: str, systemd: bool) -> str:
+def _without_systemd(module: str) -> str:
     """An image without systemd gets dracut's shell network (dhclient) instead."""
-    return "network-legacy" if module == "systemd-networkd" and not systemd else module
+    return "network-legacy" if module == "systemd-networkd" else module
 
 
 def _write_plan(plan_dir: Path, plan: Plan, tree: Path) -> Path:

@@ -89,14 +89,17 @@ class CaptureResult:
 
 
 def build_image(config: Path, kver: str, kmoddir: Path, output: Path,
-                kdump_dir: Path | None = None, agent: Path | None = None) -> Path:  # fmt: skip
+                kdump_dir: Path | None = None, agent: Path | None = None,
+                systemd: bool = True) -> Path:  # fmt: skip
     """``kdump-capture build-initrd`` from this tree's venv (``kdump_dir``: where
     the hooks and propagate's known_hosts are, instead of /etc/kdump; ``agent``:
-    a frozen agent's tree instead of scripts/build-agent's)."""
+    a frozen agent's tree instead of scripts/build-agent's; ``systemd`` False:
+    dracut's shell init, the agent run from its hook)."""
     cli = REPO / ".venv" / "bin" / "kdump-capture"
     argv = [str(cli) if cli.exists() else "kdump-capture", "build-initrd", "--config", str(config),
             "--kver", kver, "--kmoddir", str(kmoddir), "--output", str(output)]  # fmt: skip
     argv += ["--kdump-dir", str(kdump_dir)] if kdump_dir else []
+    argv += [] if systemd else ["--no-systemd"]
     # $CRASHLAB_AGENT: the same for every image of a run (e.g. the tests')
     agent_tree = agent or os.environ.get("CRASHLAB_AGENT")
     argv += ["--agent", str(agent_tree)] if agent_tree else []

@@ -64,16 +64,17 @@ class NetCapture:
 
 def net_capture(target: str, kernel: str, memory_mb: int, crashkernel: str, out_dir: Path,
                 nic: str = "virtio-net", timeout: float = 900, initrd: Path | None = None,
-                agent: Path | None = None) -> NetCapture:  # fmt: skip
+                agent: Path | None = None, systemd: bool = True) -> NetCapture:  # fmt: skip
     """Build (or take) the image for ``target`` (``agent``: a frozen agent's
-    tree for build-initrd), panic, capture over the network."""
+    tree for build-initrd; ``systemd`` False: an image without systemd, its
+    network dracut's network-legacy), panic, capture over the network."""
     if target not in TARGETS:
         raise LabError(f"target {target!r}: one of {', '.join(TARGETS)}")
     if nic not in NIC_MODELS:
         raise LabError(f"NIC {nic!r}: one of {', '.join(NIC_MODELS)}")
     out_dir.mkdir(parents=True, exist_ok=True)
     run = _ssh if target == "ssh" else _nfs
-    done = run(_Run(kernel, memory_mb, crashkernel, out_dir, nic, timeout), initrd, agent)
+    done = run(_Run(kernel, memory_mb, crashkernel, out_dir, nic, timeout, systemd), initrd, agent)
     _write_summary(target, nic, done)
     return done
 
@@ -103,6 +104,7 @@ class _Run:
     out_dir: Path
     nic: str
     timeout: float
+    systemd: bool
 
     def image(self, config: Path, initrd: Path | None, agent: Path | None,
               kdump_dir: Path | None = None) -> Path:  # fmt: skip
@@ -111,7 +113,7 @@ class _Run:
             return initrd
         kern = get_kernel(self.kernel)
         return build_image(config, kern.release, kern.moddir, self.out_dir / "capture.img",
-                           kdump_dir, agent)  # fmt: skip
+                           kdump_dir, agent, self.systemd)  # fmt: skip
 
     def capture(self, config: Path, image: Path, forwards: list[str]) -> CaptureResult:
         machine = Machine(nic=self.nic, netdev=",".join(["user,id=n0,restrict=on", *forwards]))
@@ -207,6 +209,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     p.add_argument("--nic", choices=list(NIC_MODELS), default="virtio-net")
     p.add_argument("--initrd", help="a capture image (default: build-initrd builds one)")
     p.add_argument("--agent", help="the frozen agent's tree for build-initrd")
+    p.add_argument("--no-systemd", dest="systemd", action="store_false",
+                   help="build-initrd --no-systemd: dracut's shell init and network-legacy")
     p.add_argument("--timeout", type=float, default=900)
     p.add_argument("--out", required=True, help="output directory")
 
@@ -214,7 +218,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def command(a: argparse.Namespace) -> int:
     done = net_capture(a.target, a.kernel, a.memory, a.crashkernel, Path(a.out).resolve(), a.nic,
                        a.timeout, Path(a.initrd).resolve() if a.initrd else None,
-                       Path(a.agent).resolve() if a.agent else None)  # fmt: skip
+                       Path(a.agent).resolve() if a.agent else None, a.systemd)  # fmt: skip
     print((done.result.out_dir / "netcapture.json").read_text(), end="")
     complete = [s for s in json.loads((done.result.out_dir / "netcapture.json").read_text())
                 ["manifest_status"].values() if s == "complete"]  # fmt: skip
