@@ -9,9 +9,10 @@ sysrq. The guest's only network is QEMU's user network with ``restrict=on``:
 DHCP from slirp, and 10.0.2.100 forwarded to a real sshd on loopback, or to
 nfs-ganesha in a network namespace (qemu/kdumplab/network.py). What lands on
 the server's side is read by independent tools: makedumpfile 1.7.8 (the log)
-and crash 9.0 with the kernel's debug symbols. Two boots (a few minutes of
-TCG each); the NIC models and other variants are `crashlab netcapture` runs,
-recorded in qemu/README.md.
+and crash 9.0 with the kernel's debug symbols. Three boots (a few minutes of
+TCG each: ssh and nfs, and ssh from an image without systemd); the NIC
+models and other variants are `crashlab netcapture` runs, recorded in
+qemu/README.md.
 """
 
 from __future__ import annotations
@@ -88,4 +89,18 @@ def test_nfs_target_on_6_1(tmp_path: Path) -> None:
     done = net_capture("nfs", "6.1", 2048, "256M", tmp_path / "run", timeout=TIMEOUT)
     dump = _one_dump(done, "nfs")
     _network_came_first(done)
+    _read_by_makedumpfile_and_crash(dump, tmp_path)
+
+
+def test_ssh_target_from_an_image_without_systemd(tmp_path: Path) -> None:
+    """build-initrd --no-systemd: dracut's shell init, network-legacy's
+    dhclient for the NIC, the agent run from our pre-mount hook."""
+    done = net_capture("ssh", "6.1", 2048, "256M", tmp_path / "run", timeout=TIMEOUT, systemd=False)
+    dump = _one_dump(done, "ssh")
+    console = done.result.console.read_text(errors="replace")
+    capture_kernel = console[console.rfind("elfcorehdr=") :]
+    assert "systemd[1]" not in capture_kernel
+    dhcp = capture_kernel.find("dhcp: BOUND setting up")
+    agent = capture_kernel.find("kdump-capture: capturing")
+    assert -1 < dhcp < agent, (dhcp, agent)
     _read_by_makedumpfile_and_crash(dump, tmp_path)
