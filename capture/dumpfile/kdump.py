@@ -406,7 +406,6 @@ class _PageStream:
         outcome: DumpOutcome,
         progress: Progress | None,
     ) -> None:
-        self._layout = layout
         self._sink, self._outcome, self._progress = sink, outcome, progress
         self._store, self._pool, self._flag = store, pool, flag
         self._queued: deque[tuple[Future[_Batch], Bitmap]] = deque()
@@ -422,11 +421,11 @@ class _PageStream:
         self._descriptor_at = layout.descriptors_offset
         self.end_offset = layout.data_offset
         self._zero_descriptor = DESCRIPTOR.pack(layout.data_offset, self._page_size, 0, 0)
-        pieces, sizes = self._store([bytes(self._page_size)])
-        stored_zero = b"".join(pieces), sizes[0]
-        self._reader = _BatchReader(vmcore, layout.zero_page, stored_zero)
+        zero = bytes(self._page_size)
+        pieces, sizes = self._store([zero])
+        self._reader = _BatchReader(vmcore, layout.zero_page, (b"".join(pieces), sizes[0]))
         if layout.zero_page:
-            self._append_data(bytes(self._page_size))
+            self._append_data(zero)
 
     def write_cycle(self, cycle: FilterResult) -> None:
         """Read, store and write every dumpable page of ``cycle``; a page
@@ -479,17 +478,19 @@ class _PageStream:
         self._outcome.zero_pages += batch.zero_pages
         self._describe(batch)
         self._data.extend(batch.pieces)
-        self._data_size += sum(batch.sizes)
         self._after_pages(batch.pages)
 
     def _describe(self, batch: _Batch) -> None:
-        """The descriptors of ``batch``'s pages, placed after the data so far."""
+        """The descriptors of ``batch``'s pages, its stored pages placed after
+        the data so far."""
         if batch.zero_pages and batch.zero_pages == batch.pages:  # common: unused RAM
             self._descriptors.extend(repeat(self._zero_descriptor, batch.zero_pages))
             return
         sizes = batch.sizes
         offsets = list(accumulate(sizes, initial=self.end_offset))
-        self.end_offset = offsets.pop()
+        end = offsets.pop()
+        self._data_size += end - self.end_offset
+        self.end_offset = end
         descriptors: Iterable[bytes] = map(
             DESCRIPTOR.pack, offsets, sizes, self._flags(sizes), repeat(0)
         )

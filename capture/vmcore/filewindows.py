@@ -87,9 +87,10 @@ class FileWindows:
         self._threads_windows.clear()
 
     def _window(self, base: int) -> mmap.mmap | None:
-        windows = self._threads_windows.get(get_ident())
+        thread = get_ident()
+        windows = self._threads_windows.get(thread)
         if windows is None:
-            windows = self._threads_windows[get_ident()] = OrderedDict()
+            windows = self._threads_windows[thread] = OrderedDict()
         window = windows.get(base)
         if window is not None:
             windows.move_to_end(base)
