@@ -459,6 +459,40 @@ def test_write_sparse_matches_build(tmp_path: Path, model: str) -> None:
     assert core.read_va(core.sym("init_uts_ns"), 6) == b"Linux\0"
 
 
+
+def test_write_sparse_clones_repeated_pages_on_xfs(tmp_path: Path) -> None:
+    """On a filesystem that shares blocks (XFS with reflink, on a loop device),
+    a page repeated from one buffer takes its disk once and the rest are
+    clones; pages written over a shared run (a buddy struct page, a page of
+    zeros in the mem_map) still win: the file is build()'s bytes."""
+    ram = [(0x1000, 0x9F000), (0x100000, 32 << 20), (64 << 20, 192 << 20)]
+    b = VmcoreBuilder(ram=ram, kernel_size=0x200000)
+    data = bytes(range(256)) + bytes(4096 - 256)
+    b.fill_pages(range(0, 0xC000, 16), data)
+    b.vmcoreinfo_lines()  # lays out the mem_map
+    b.set_page(0x8000, StructPage(mapcount=-129, private=3))
+    b.write_phys(b.virt_to_phys(b.struct_page_addr(0x9000) or 0) or 0, bytes(4096))
+    image, mountpoint = tmp_path / "xfs.img", tmp_path / "mnt"
+    mountpoint.mkdir()
+    with image.open("wb") as file:
+        file.truncate(512 << 20)  # XFS's smallest is 300 MiB
+    subprocess.run(["mkfs.xfs", "-q", "-m", "reflink=1", str(image)], check=True)
+    subprocess.run(["mount", "-o", "loop", str(image), str(mountpoint)], check=True)
+    try:
+        before = shutil.disk_usage(mountpoint).used
+        path = mountpoint / "vmcore"
+        b.write_sparse(path)
+        subprocess.run(["sync", "-f", str(path)], check=True)
+        used = shutil.disk_usage(mountpoint).used - before
+        assert path.read_bytes() == b.build()
+        listed = path.stat().st_blocks * 512  # counts a shared block once per use
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=True)
+    filled = len(range(0, 0xC000, 16)) * 4096  # 12 MiB, minus the builder's own pages
+    assert listed > filled / 2  # the pages are there, as far as the file says
+    assert used < listed - filled / 2  # ... but most of them are shared blocks
+
+
 # --------------------------------------------------------------- big machines
 
 GIB = 1 << 30
