@@ -12,7 +12,8 @@ can use large-page layouts cheaply. For machines too big for one bytes object
 file instead: only the pages that exist take disk (the mem_map is 1/64 of RAM:
 16 GiB at 1 TiB), the rest are holes; on a filesystem that shares blocks
 (XFS with reflink, btrfs) a page repeated from one buffer is written once and
-cloned after, so 1 TiB with 64 GiB of one data page takes 16 GiB. Layout:
+cloned after (the mem_map's runs too), so 1 TiB with 64 GiB of one data
+page takes about 1 GB. Layout:
 
 * The kernel image [kernel_paddr, +kernel_size) holds init_top_pgt (the top
   page table), init_uts_ns and the small variables (prb, log_buf, mem_map ...).
@@ -1098,7 +1099,7 @@ class _ExtentWriter:
         try:
             fcntl.ioctl(self._fd, _FICLONERANGE, arg)
         except OSError:  # EOPNOTSUPP (ext4, tmpfs), EINVAL (blocks larger than a page)
-            self._can_clone = True
+            self._can_clone = False
             return False
         return True
 
