@@ -459,7 +459,6 @@ def test_write_sparse_matches_build(tmp_path: Path, model: str) -> None:
     assert core.read_va(core.sym("init_uts_ns"), 6) == b"Linux\0"
 
 
-
 def test_write_sparse_clones_repeated_pages_on_xfs(tmp_path: Path) -> None:
     """On a filesystem that shares blocks (XFS with reflink, on a loop device),
     a page repeated from one buffer takes its disk once and the rest are

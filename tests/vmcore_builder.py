@@ -1081,6 +1081,9 @@ class _ExtentWriter:
         self._sources: dict[int, tuple[int, int]] = {}
 
     def write(self, pos: int, pages: list[bytes | bytearray]) -> None:
+        if not self._can_clone:  # no bookkeeping once the filesystem said no
+            _pwritev_all(self._fd, pages, pos)
+            return
         first = pages[0]
         length = len(pages) * len(first)
         shared = isinstance(first, bytes) and all(page is first for page in pages)
@@ -1093,8 +1096,6 @@ class _ExtentWriter:
             self._sources[id(first)] = (pos, length)
 
     def _clone(self, source: int, pos: int, length: int) -> bool:
-        if not self._can_clone:
-            return False
         arg = struct.pack("qQQQ", self._fd, source, length, pos)
         try:
             fcntl.ioctl(self._fd, _FICLONERANGE, arg)
