@@ -58,7 +58,10 @@ def command(
     work: Path, export: Path, kernel: str = "6.1", timeout: float = 900, disk: Path | None = None
 ) -> list[str]:
     """The command line that serves ``export`` and boots the guest on ``work``
-    (with ``disk``, a raw image, as its virtio disk)."""
+    (with ``disk``, a raw image, as its virtio disk). The kernel and the
+    guest's initramfs are fetched and built here first: inside the
+    namespace there is no network to fetch them with."""
+    guest_initramfs(get_kernel(kernel))
     qemu_dir = Path(__file__).resolve().parent.parent
     argv = ["unshare", "--net", "--mount", "--fork", "--", "env", f"PYTHONPATH={qemu_dir}",
             sys.executable, "-m", "kdumplab.nfsguest", "--work", str(work), "--export",
