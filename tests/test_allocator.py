@@ -42,7 +42,6 @@ def test_freed_blocks_are_reused_without_page_faults() -> None:
 # when freed (from the heap, the passes' freed bitmaps left holes that raised
 # a 1 TB dump's peak RSS by 9 MB).
 _BITMAP = """
-import sys
 from capture.allocator import keep_freed_memory
 def rss_kb():
     with open("/proc/self/status") as status:
